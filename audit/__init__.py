@@ -1,1 +1,42 @@
+"""prune-audit: will pruning make this vision model more biased? Forecast it, then prove it.
+
+Public API only; see ``audit.runner`` for the pipeline.
+"""
+
+from __future__ import annotations
+
 __version__ = "0.1.0"
+
+from audit.config import AuditConfig, Policy, load_policy  # noqa: E402
+from audit.errors import (  # noqa: E402
+    AuditError,
+    CheckpointError,
+    DataError,
+    InputError,
+    PolicyError,
+    UsageError,
+)
+from audit.model_io import save_checkpoint  # noqa: E402
+
+
+def run_audit(config: AuditConfig, **kwargs: object) -> object:
+    """Run an audit; see :func:`audit.runner.run_audit` (imported lazily: torch is heavy)."""
+    from audit.runner import run_audit as _run
+
+    return _run(config, **kwargs)  # type: ignore[arg-type]
+
+
+__all__ = [
+    "AuditConfig",
+    "AuditError",
+    "CheckpointError",
+    "DataError",
+    "InputError",
+    "Policy",
+    "PolicyError",
+    "UsageError",
+    "__version__",
+    "load_policy",
+    "run_audit",
+    "save_checkpoint",
+]

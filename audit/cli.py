@@ -1,0 +1,294 @@
+"""Command line: flags → AuditConfig → run_audit → exit code (SPEC §2).
+
+Owns: argument parsing, rich progress bars and messages on stderr, the one-paragraph error
+output and the exit codes. The only module that imports typer and rich; it computes nothing.
+Only the final summary goes to stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from audit import __version__
+from audit.config import AuditConfig, load_policy
+from audit.errors import EXIT_INPUT, EXIT_INTERNAL, AuditError, UsageError
+
+app = typer.Typer(
+    name="prune-audit",
+    help="Audit whether pruning a vision model will increase its bias, then prove it by pruning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+
+
+class RichProgress:
+    """Progress bars on stderr (transient per task, so the terminal stays readable)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """Show one bar (or a spinner when total is None) while the block runs."""
+        columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=self.console, transient=True) as bar:
+            tid = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(tid, n)
+        self.console.print(f"[dim]✓ {description}[/dim]")
+
+    def log(self, message: str) -> None:
+        """Print a status line on stderr."""
+        self.console.print(message)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"prune-audit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """prune-audit: bias audits for pruned vision models (Iofinova et al., CVPR 2023)."""
+
+
+def _floats(text: str | None, flag: str, n: int | None = None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} must be a comma-separated list of numbers.") from None
+    if n is not None and len(values) != n or not values:
+        raise UsageError(f"{flag} {text!r} must have {n or 'at least one'} comma-separated numbers.")
+    return values
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    if isinstance(exc, AuditError):
+        err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
+        return typer.Exit(exc.exit_code)
+    err.print(
+        "[bold red]internal error[/bold red] (a bug in prune-audit, not in your inputs; please "
+        "report it with the traceback below). No report was written.",
+    )
+    err.print("".join(traceback.format_exception(exc)), markup=False)
+    return typer.Exit(EXIT_INTERNAL)
+
+
+def _summary(result: Any, console: Console) -> None:
+    rep = result.report
+    verdict = rep["verdict"]
+    mark = "[bold green]PASSED[/bold green]" if verdict["passed"] else "[bold red]FAILED[/bold red]"
+    console.print(f"{mark} {verdict['headline']}")
+    console.print(f"forecast risk: {verdict['forecast']}")
+    for failure in rep["gate"]["failures"][:10]:
+        console.print(f"  ✗ {failure}")
+    if len(rep["gate"]["failures"]) > 10:
+        console.print(f"  … and {len(rep['gate']['failures']) - 10} more (see report.md)")
+    for f in result.files:
+        console.print(f"wrote {f}")
+
+
+@app.command()
+def check(
+    model: Annotated[Path, typer.Argument(help="Dense checkpoint (prune-audit, state_dict, TorchScript, .pt2).")],
+    data: Annotated[Path, typer.Argument(help="Dataset folder (labels.csv, CelebA, image folder, or .npz).")],
+    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Output/label column to audit, in model-output order (repeatable).")] = None,
+    group: Annotated[list[str] | None, typer.Option("--group", "-g", help="Protected attribute column (repeatable; several → intersections too).")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="Manifest CSV (default DATA/labels.csv).")] = None,
+    split: Annotated[str | None, typer.Option(help="Split to evaluate on (default: test if present, else all).")] = None,
+    calib_split: Annotated[str | None, typer.Option(help="Split for threshold calibration and BN recalibration.")] = None,
+    train_split: Annotated[str | None, typer.Option(help="Split for fine-tuning recovery.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture for a raw state_dict: torchvision:NAME or package.module:factory.")] = None,
+    trust_checkpoint: Annotated[bool, typer.Option(help="Allow loading a fully pickled nn.Module (executes code from the file).")] = False,
+    task: Annotated[str | None, typer.Option(help="multilabel | binary | multiclass (default: inferred).")] = None,
+    sparsity: Annotated[str, typer.Option(help="Comma list of sparsities to validate.")] = "0.8,0.9,0.95,0.98,0.99",
+    method: Annotated[str, typer.Option(help="Magnitude pruning scope: global | layerwise.")] = "global",
+    recovery: Annotated[str, typer.Option(help="After pruning: none | bn | finetune.")] = "bn",
+    exclude: Annotated[list[str] | None, typer.Option(help="fnmatch pattern of parameter names to leave dense (repeatable).")] = None,
+    finetune_epochs: Annotated[int, typer.Option(help="Epochs of gradual pruning with --recovery finetune.")] = 2,
+    finetune_lr: Annotated[float, typer.Option(help="Learning rate for --recovery finetune.")] = 1e-3,
+    finetune_seeds: Annotated[str, typer.Option(help="Comma list of fine-tuning seeds (modal predictions define CIEs).")] = "0",
+    no_validate: Annotated[bool, typer.Option("--no-validate", help="Forecast only: one dense inference pass.")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
+    precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 (default fp32 on CPU, bf16 on CUDA).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Inference batch size.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Image decoding threads.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Resize images to N×N.")] = None,
+    mean: Annotated[str | None, typer.Option(help="Normalisation mean, A,B,C.")] = None,
+    std: Annotated[str | None, typer.Option(help="Normalisation std, A,B,C.")] = None,
+    top_k: Annotated[int, typer.Option(help="Susceptible samples listed in reports.")] = 50,
+    bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed for everything random.")] = 0,
+    policy: Annotated[Path | None, typer.Option(help="Gate policy TOML (default: [tool.prune-audit] in ./pyproject.toml).")] = None,
+    target_sparsity: Annotated[float | None, typer.Option(help="Override the policy's target_sparsity.")] = None,
+    fail_on: Annotated[str | None, typer.Option(help="Override the policy's fail_on: validated | forecast.")] = None,
+    min_group_size: Annotated[int | None, typer.Option(help="Override the policy's min_group_size.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Report directory.")] = Path("reports"),
+    format: Annotated[str, typer.Option("--format", help="Comma list of json,md,html.")] = "json,md,html",
+    save_pruned: Annotated[bool, typer.Option(help="Also write each pruned model as a checkpoint.")] = False,
+    skip_bad_images: Annotated[bool, typer.Option(help="Skip undecodable images (counted in the report) instead of failing.")] = False,
+    summary_out: Annotated[Path | None, typer.Option(help="Also write the Markdown summary to this file.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Audit MODEL on DATA: dense criteria, forecast, validation by pruning, reports, gate."""
+    try:
+        pol, source = load_policy(policy)
+        overrides: dict[str, Any] = {}
+        if target_sparsity is not None:
+            overrides["target_sparsity"] = target_sparsity
+        if fail_on is not None:
+            overrides["fail_on"] = fail_on
+        if min_group_size is not None:
+            overrides["min_group_size"] = min_group_size
+        if overrides:
+            from audit.config import policy_from_mapping
+
+            pol = policy_from_mapping(dataclasses.asdict(pol) | overrides, source="(command-line overrides)")
+            source += " + command-line overrides"
+        choices = {"method": (method, ("global", "layerwise")), "recovery": (recovery, ("none", "bn", "finetune"))}
+        if task is not None:
+            choices["task"] = (task, ("multilabel", "binary", "multiclass"))
+        for flag, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise UsageError(f"--{flag} {value!r} is not one of {', '.join(allowed)}.")
+        cfg = AuditConfig(
+            model=model, data=data, out=out_dir, targets=tuple(target or ()), groups=tuple(group or ()),
+            labels_file=labels, split=split, calib_split=calib_split, train_split=train_split,
+            arch=arch, trust_checkpoint=trust_checkpoint, task=task,  # type: ignore[arg-type]
+            sparsities=_floats(sparsity, "--sparsity") or (),
+            method=method, recovery=recovery, exclude=tuple(exclude or ()),  # type: ignore[arg-type]
+            finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
+            finetune_seeds=tuple(int(x) for x in _floats(finetune_seeds, "--finetune-seeds") or (0,)),
+            validate=not no_validate, device=device, precision=precision,  # type: ignore[arg-type]
+            batch_size=batch_size, workers=workers, image_size=image_size,
+            mean=_floats(mean, "--mean", 3), std=_floats(std, "--std", 3),  # type: ignore[arg-type]
+            top_k=top_k, bootstrap=bootstrap, seed=seed, policy=pol, policy_source=source,
+            formats=tuple(f.strip() for f in format.split(",") if f.strip()),
+            save_pruned=save_pruned, skip_bad_images=skip_bad_images, summary_out=summary_out,
+            quiet=quiet,
+        )
+        from audit.runner import SilentProgress, run_audit
+
+        result = run_audit(cfg, progress=SilentProgress() if quiet else RichProgress(err))
+    except typer.Exit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure maps to a documented exit code
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise _fail(exc) from None
+    if not result.report:  # a non-zero torchrun rank: rank 0 reports
+        raise typer.Exit(0)
+    _summary(result, out)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def report(
+    audit_json: Annotated[Path, typer.Argument(help="A report.json written by `check`.")],
+    format: Annotated[str, typer.Option("--format", help="Comma list of json,md,html.")] = "md,html",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Directory (default: beside AUDIT_JSON).")] = None,
+) -> None:
+    """Re-render reports from a saved report.json (no model or data needed)."""
+    from audit.report import validate_report, write_reports
+
+    try:
+        try:
+            data = json.loads(audit_json.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise AuditError(f"Cannot read {str(audit_json)!r}: {exc.strerror or exc}. Pass a report.json written by `prune-audit check`.") from None
+        except json.JSONDecodeError as exc:
+            raise AuditError(f"{str(audit_json)!r} is not valid JSON ({exc}). Pass a report.json written by `prune-audit check`.") from None
+        try:
+            validate_report(data)
+        except ValueError as exc:
+            raise AuditError(f"{str(audit_json)!r} is not a prune-audit report: {exc}") from None
+        formats = tuple(f.strip() for f in format.split(",") if f.strip())
+        bad = [f for f in formats if f not in ("json", "md", "html")]
+        if bad or not formats:
+            raise UsageError(f"--format {format!r} is not valid; use a comma list of json, md, html.")
+        files = write_reports(data, out_dir or audit_json.parent, formats=formats)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(exc) from None
+    for f in files:
+        out.print(f"wrote {f}")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Report directory.")] = Path("reports/demo"),
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
+    bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the example data and model.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Build the bundled example (synthetic data + trained CNN, cached) and audit it.
+
+    The demo exits 0 when the audit ran, whatever the gate decided: the example is built so
+    that pruning does increase bias on one attribute, and the report shows it.
+    """
+    progress = None
+    try:
+        from audit.demo import DEMO_GROUP, prepare_demo
+        from audit.runner import SilentProgress, run_audit
+
+        progress = SilentProgress() if quiet else RichProgress(err)
+        with progress.task("Preparing the example (cached after the first run)", None):
+            model_path, data_dir = prepare_demo(seed=seed)
+        cfg = AuditConfig(
+            model=model_path, data=data_dir, out=out_dir, groups=(DEMO_GROUP,), device=device,
+            bootstrap=bootstrap, seed=seed, quiet=quiet,
+        )
+        result = run_audit(cfg, progress=progress)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(exc) from None
+    _summary(result, out)
+    out.print(
+        "This is the bundled example: its protected attribute is spuriously tied to one target "
+        "in the train split only, so the gate is expected to fail at high sparsity. "
+        f"Open {out_dir / 'report.html'} to see why."
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_INPUT)
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""Frozen run configuration and the gate policy (SPEC §2, §8).
+
+Owns: ``AuditConfig`` (every knob of a run, validated once here) and ``Policy`` with its
+TOML loading. Must not load models or data, nor touch devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from audit.errors import PolicyError, UsageError
+
+Task = Literal["multilabel", "binary", "multiclass"]
+Method = Literal["global", "layerwise"]
+Recovery = Literal["none", "bn", "finetune"]
+Precision = Literal["fp32", "bf16", "fp16"]
+FailOn = Literal["validated", "forecast"]
+
+DEFAULT_SPARSITIES: tuple[float, ...] = (0.8, 0.9, 0.95, 0.98, 0.99)
+FORMATS = ("json", "md", "html")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Gate policy: limits on what pruning may change (SPEC §8).
+
+    Every ``max_delta_*`` limit is compared with the upper bound of the 95% paired-bootstrap
+    CI of Δ = pruned − dense at ``target_sparsity`` (``fail_on="validated"``) or with the
+    forecast's predicted Δ (``fail_on="forecast"``).
+    """
+
+    target_sparsity: float = 0.9
+    max_delta_fnr_gap: float = 0.05
+    max_delta_fpr_gap: float = 0.05
+    max_delta_accuracy_gap: float = 0.05
+    max_delta_bias_amplification: float = 0.05
+    max_accuracy_drop: float = 0.05
+    min_group_size: int = 30
+    fail_on: FailOn = "validated"
+    thresholds: Literal["default", "calibrated"] = "default"
+    on_undefined: Literal["fail", "warn"] = "fail"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the policy as plain data."""
+        return dataclasses.asdict(self)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "fail_on": ("validated", "forecast"),
+    "thresholds": ("default", "calibrated"),
+    "on_undefined": ("fail", "warn"),
+}
+
+
+def policy_from_mapping(data: dict[str, Any], *, source: str) -> Policy:
+    """Build a :class:`Policy` from a TOML table, rejecting unknown keys and bad values.
+
+    Parameters
+    ----------
+    data : dict
+        The ``[tool.prune-audit]`` table or a whole policy file.
+    source : str
+        Where the table came from, named in error messages.
+
+    Returns
+    -------
+    Policy
+        The validated policy.
+    """
+    known = {f.name: f for f in dataclasses.fields(Policy)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise PolicyError(
+            f"Policy {source} has unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+            f"known keys are {', '.join(sorted(known))}. Remove or rename them (a typo in a "
+            "gate policy would otherwise silently disable a check)."
+        )
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key in _CHOICES:
+            if raw not in _CHOICES[key]:
+                raise PolicyError(
+                    f"Policy {source} key {key!r} is {raw!r}; expected one of "
+                    f"{', '.join(repr(c) for c in _CHOICES[key])}."
+                )
+            values[key] = raw
+        elif key == "min_group_size":
+            if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+                raise PolicyError(
+                    f"Policy {source} key 'min_group_size' is {raw!r}; expected an integer ≥ 1."
+                )
+            values[key] = raw
+        else:
+            if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+                raise PolicyError(
+                    f"Policy {source} key {key!r} is {raw!r}; expected a finite number."
+                )
+            raw = float(raw)
+            if key == "target_sparsity" and not 0.0 < raw < 1.0:
+                raise PolicyError(
+                    f"Policy {source} key 'target_sparsity' is {raw}; expected a fraction of "
+                    "weights removed, strictly between 0 and 1 (e.g. 0.9 for 90% sparsity)."
+                )
+            if key != "target_sparsity" and not 0.0 <= raw <= 1.0:
+                raise PolicyError(
+                    f"Policy {source} key {key!r} is {raw}; expected a limit between 0 and 1 "
+                    "(rates and gaps are fractions, e.g. 0.05 for five percentage points)."
+                )
+            values[key] = raw
+    return Policy(**values)
+
+
+def load_policy(path: str | Path | None, *, cwd: Path | None = None) -> tuple[Policy, str]:
+    """Load the gate policy from ``path``, else ``[tool.prune-audit]`` in ./pyproject.toml.
+
+    Parameters
+    ----------
+    path : str or Path or None
+        An explicit policy TOML file (``--policy``). Its keys may sit at the top level or
+        under ``[tool.prune-audit]``.
+    cwd : Path, optional
+        Where to look for ``pyproject.toml`` (default: the working directory).
+
+    Returns
+    -------
+    (Policy, str)
+        The policy and a description of its source ("built-in" when none was found).
+    """
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(
+                f"Cannot read policy file {str(p)!r}: {exc.strerror or exc}. "
+                "Pass an existing TOML file to --policy."
+            ) from None
+        data = _parse_toml(text, str(p))
+        table = data.get("tool", {}).get("prune-audit", data) if "tool" in data else data
+        return policy_from_mapping(table, source=repr(str(p))), str(p)
+    pyproject = (cwd or Path.cwd()) / "pyproject.toml"
+    if pyproject.is_file():
+        data = _parse_toml(pyproject.read_text(encoding="utf-8"), str(pyproject))
+        table = data.get("tool", {}).get("prune-audit")
+        if table is not None:
+            src = f"{pyproject} [tool.prune-audit]"
+            return policy_from_mapping(table, source=repr(src)), src
+    return Policy(), "built-in"
+
+
+def _parse_toml(text: str, name: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"Policy file {name!r} is not valid TOML: {exc}. Fix the syntax.") from None
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything one audit run needs; the CLI builds it from flags, the API from keywords."""
+
+    model: Path
+    data: Path
+    out: Path = Path("reports")
+    targets: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    labels_file: Path | None = None
+    split: str | None = None
+    calib_split: str | None = None
+    train_split: str | None = None
+    arch: str | None = None
+    trust_checkpoint: bool = False
+    task: Task | None = None
+    sparsities: tuple[float, ...] = DEFAULT_SPARSITIES
+    method: Method = "global"
+    recovery: Recovery = "bn"
+    exclude: tuple[str, ...] = ()
+    finetune_epochs: int = 2
+    finetune_lr: float = 1e-3
+    finetune_seeds: tuple[int, ...] = (0,)
+    validate: bool = True
+    device: str = "auto"
+    precision: Precision | None = None
+    batch_size: int | None = None
+    workers: int | None = None
+    image_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    top_k: int = 50
+    bootstrap: int = 1000
+    seed: int = 0
+    uncertainty_band: tuple[float, float] = (0.1, 0.9)
+    policy: Policy = field(default_factory=Policy)
+    policy_source: str = "built-in"
+    formats: tuple[str, ...] = FORMATS
+    save_pruned: bool = False
+    skip_bad_images: bool = False
+    summary_out: Path | None = None
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", Path(self.model))
+        object.__setattr__(self, "data", Path(self.data))
+        object.__setattr__(self, "out", Path(self.out))
+        for s in self.sparsities:
+            if not 0.0 < float(s) < 1.0:
+                raise UsageError(
+                    f"--sparsity value {s} is out of range; each sparsity is the fraction of "
+                    "weights removed, strictly between 0 and 1 (e.g. 0.8,0.9,0.95)."
+                )
+        bad = [f for f in self.formats if f not in FORMATS]
+        if bad or not self.formats:
+            raise UsageError(
+                f"--format {','.join(self.formats)!r} is not valid; use a comma list of "
+                f"{', '.join(FORMATS)}."
+            )
+        lo, hi = self.uncertainty_band
+        if not 0.0 <= lo < 0.5 < hi <= 1.0:
+            raise UsageError(
+                f"Uncertainty band ({lo}, {hi}) must satisfy 0 ≤ low < 0.5 < high ≤ 1."
+            )
+        for name, value, minimum in (
+            ("--top-k", self.top_k, 1),
+            ("--bootstrap", self.bootstrap, 0),
+            ("--batch-size", self.batch_size or 1, 1),
+            ("--image-size", self.image_size or 1, 1),
+            ("--finetune-epochs", self.finetune_epochs, 1),
+        ):
+            if value < minimum:
+                raise UsageError(f"{name} is {value}; it must be at least {minimum}.")
+        for name, triple in (("--mean", self.mean), ("--std", self.std)):
+            if triple is not None and (
+                len(triple) != 3 or (name == "--std" and min(triple) <= 0)
+            ):
+                raise UsageError(
+                    f"{name} {triple!r} must be three comma-separated numbers (one per RGB "
+                    "channel)" + (", all positive." if name == "--std" else ".")
+                )
+
+    @property
+    def audit_sparsities(self) -> tuple[float, ...]:
+        """Requested sparsities plus the policy's target sparsity, sorted and unique."""
+        levels = {round(float(s), 6) for s in self.sparsities}
+        if self.validate:
+            levels.add(round(self.policy.target_sparsity, 6))
+        return tuple(sorted(levels))

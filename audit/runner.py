@@ -1,0 +1,698 @@
+"""Orchestrate one audit: load → infer → measure → forecast → prune & re-measure → judge → render.
+
+Owns: the order of stages, split and column selection, the single inference pass per model,
+and assembling the report dict (docs/report-json.md). It computes metrics only by calling
+``criteria``/``validate``/``forecast``/``gate`` and touches devices only through ``inference``.
+Nothing is written to ``config.out`` until every stage has succeeded.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as _dt
+import io
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from audit import __version__, criteria, forecast, gate, inference, prune, validate
+from audit import metrics as M
+from audit.config import AuditConfig
+from audit.data import Dataset, ImageCache, build_image_cache, default_image_size, load_dataset
+from audit.errors import CheckpointError, DataError, UsageError
+from audit.model_io import LoadedModel, load_model, save_checkpoint
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SCHEMA_VERSION = "1.0"
+
+
+class Progress(Protocol):
+    """Where the runner reports progress; the CLI passes a rich-backed implementation."""
+
+    def task(self, description: str, total: int | None) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+        """Open a task; the context yields an ``advance(n)`` callable."""
+        ...
+
+    def log(self, message: str) -> None:
+        """A one-line status message."""
+        ...
+
+
+class SilentProgress:
+    """Progress that reports nothing (the Python API default)."""
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """Open a task that ignores its advances."""
+        yield lambda n: None
+
+    def log(self, message: str) -> None:
+        """Drop the message."""
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What ``run_audit`` returns: the report data, the gate decision, the written files."""
+
+    report: dict[str, Any]
+    passed: bool
+    files: tuple[Path, ...] = field(default=())
+
+    @property
+    def gate(self) -> dict[str, Any]:
+        """The report's gate object."""
+        return self.report["gate"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the gate passed, 1 when it failed."""
+        return 0 if self.passed else 1
+
+
+# ---------------------------------------------------------------------------- selection
+@dataclass(frozen=True)
+class Selection:
+    """Columns, task and splits chosen for this run."""
+
+    task: str
+    target_columns: tuple[str, ...]
+    targets: tuple[str, ...]  # output names (class names for multiclass)
+    groups: tuple[str, ...]
+    eval_idx: np.ndarray
+    calib_idx: np.ndarray
+    train_idx: np.ndarray
+    splits: dict[str, Any]
+
+
+def _choose_columns(cfg: AuditConfig, ds: Dataset, lm: LoadedModel) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    available = list(ds.columns)
+
+    def check(cols: tuple[str, ...], flag: str) -> None:
+        missing = [c for c in cols if c not in ds.columns]
+        if missing:
+            raise DataError(
+                f"{flag} names column(s) {', '.join(map(repr, missing))} that the {ds.layout} "
+                f"dataset at {str(ds.root)!r} does not have; available columns: "
+                f"{', '.join(available) or '(none)'}."
+            )
+
+    groups = tuple(cfg.groups) or tuple(ds.default_groups)
+    if not groups:
+        raise UsageError(
+            f"No protected attribute chosen: pass --group COL (one or more of: "
+            f"{', '.join(available)}). The {ds.layout} layout has no default group column."
+        )
+    check(groups, "--group")
+    if cfg.targets:
+        targets = tuple(cfg.targets)
+    elif lm.outputs and lm.task != "multiclass" and all(o in ds.columns for o in lm.outputs):
+        targets = tuple(lm.outputs)
+    else:
+        targets = tuple(t for t in ds.default_targets if t not in groups) or tuple(
+            c for c in ds.columns if c not in groups
+        )
+    check(targets, "--target")
+    overlap = set(targets) & set(groups)
+    if overlap:
+        raise UsageError(
+            f"Column(s) {', '.join(map(repr, sorted(overlap)))} are both a target and a group; "
+            "a protected attribute cannot also be an audited output."
+        )
+    return targets, groups
+
+
+def _infer_task(cfg: AuditConfig, ds: Dataset, lm: LoadedModel, targets: tuple[str, ...]) -> str:
+    if cfg.task:
+        return cfg.task
+    if lm.task in ("multilabel", "binary", "multiclass"):
+        return lm.task
+    if len(targets) == 1:
+        values = np.unique(ds.columns[targets[0]])
+        if values.max(initial=0) > 1 or (lm.num_outputs or 1) > 1:
+            return "multiclass"
+        return "binary"
+    return "multilabel"
+
+
+def _select(cfg: AuditConfig, ds: Dataset, lm: LoadedModel) -> Selection:
+    target_cols, groups = _choose_columns(cfg, ds, lm)
+    task = _infer_task(cfg, ds, lm, target_cols)
+    if task == "multiclass":
+        if len(target_cols) != 1:
+            raise UsageError(
+                f"A multiclass audit takes one label column; got --target "
+                f"{', '.join(target_cols)}. Pass the class column with --target."
+            )
+        col = target_cols[0]
+        k = lm.num_outputs or int(ds.columns[col].max()) + 1
+        names = ds.class_names.get(col) or [f"{col}={i}" for i in range(k)]
+        targets = tuple(str(n) for n in names[:k])
+    else:
+        targets = target_cols
+        for col in target_cols:
+            bad = ~np.isin(ds.columns[col], (0, 1))
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    f"Target column {col!r} has value {int(ds.columns[col][row])} for "
+                    f"{ds.ids[row]!r}; a {task} audit needs 0/1 (or -1/1) labels. Use "
+                    "--task multiclass for integer classes."
+                )
+    n_out = lm.num_outputs
+    if n_out is not None and n_out != len(targets):
+        raise CheckpointError(
+            f"The model {str(cfg.model)!r} has {n_out} outputs but {len(targets)} targets were "
+            f"selected ({', '.join(targets)}). Pass one --target per model output, in output order"
+            + (f" (the checkpoint names them: {', '.join(lm.outputs)})" if lm.outputs else "")
+            + "."
+        )
+
+    rng = np.random.default_rng(cfg.seed)
+    splits = ds.splits
+    names = sorted(set(splits.tolist())) if splits is not None else []
+
+    def split_idx(name: str, flag: str) -> np.ndarray:
+        if splits is None:
+            raise DataError(
+                f"{flag} {name!r} was given but the dataset at {str(ds.root)!r} has no splits "
+                "(add a 'split' column, or drop the flag to evaluate on all samples)."
+            )
+        idx = np.flatnonzero(splits == name)
+        if len(idx) == 0:
+            raise DataError(
+                f"{flag} {name!r} matches no samples; the dataset's splits are "
+                f"{', '.join(names)}."
+            )
+        return idx
+
+    if cfg.split:
+        eval_name, eval_idx = cfg.split, split_idx(cfg.split, "--split")
+    elif splits is not None and "test" in names:
+        eval_name, eval_idx = "test", split_idx("test", "--split")
+    else:
+        eval_name, eval_idx = "all", np.arange(ds.n)
+    holdout = False
+    if cfg.calib_split:
+        calib_name, calib_idx = cfg.calib_split, split_idx(cfg.calib_split, "--calib-split")
+    elif splits is not None and "val" in names and eval_name != "val":
+        calib_name, calib_idx = "val", split_idx("val", "--calib-split")
+    else:
+        # No calibration split: hold out a seeded 20% of the evaluation split so thresholds
+        # and BN statistics are never fitted on the samples they are judged on.
+        perm = rng.permutation(eval_idx)
+        n_cal = max(1, int(round(0.2 * len(perm))))
+        calib_idx, eval_idx = np.sort(perm[:n_cal]), np.sort(perm[n_cal:])
+        calib_name, holdout = f"holdout-20%-of-{eval_name}", True
+    if cfg.train_split:
+        train_name, train_idx = cfg.train_split, split_idx(cfg.train_split, "--train-split")
+    elif splits is not None and "train" in names and eval_name != "train":
+        train_name, train_idx = "train", split_idx("train", "--train-split")
+    else:
+        train_name, train_idx = None, np.zeros(0, dtype=np.int64)
+    if cfg.validate and cfg.recovery == "finetune" and len(train_idx) == 0:
+        raise DataError(
+            "--recovery finetune needs a train split; the dataset has none. Add a 'split' column "
+            "with train rows, pass --train-split NAME, or use --recovery bn."
+        )
+    return Selection(
+        task=task,
+        target_columns=target_cols,
+        targets=targets,
+        groups=groups,
+        eval_idx=eval_idx,
+        calib_idx=calib_idx,
+        train_idx=train_idx,
+        splits={
+            "eval": eval_name,
+            "calib": calib_name,
+            "train": train_name,
+            "calib_is_holdout": holdout,
+            "sizes": {"eval": len(eval_idx), "calib": len(calib_idx), "train": len(train_idx)},
+        },
+    )
+
+
+def _label_matrix(ds: Dataset, sel: Selection, idx: np.ndarray) -> np.ndarray:
+    if sel.task == "multiclass":
+        y = ds.columns[sel.target_columns[0]][idx]
+        k = len(sel.targets)
+        if len(y) and (y.min() < 0 or y.max() >= k):
+            raise DataError(
+                f"Class column {sel.target_columns[0]!r} has class {int(y.max())} but the model "
+                f"has {k} outputs; classes must be 0..{k - 1}."
+            )
+        out = np.zeros((len(idx), k), dtype=np.int8)
+        out[np.arange(len(idx)), y] = 1
+        return out
+    return np.stack([ds.columns[c][idx] for c in sel.target_columns], axis=1).astype(np.int8)
+
+
+def _group_matrix(ds: Dataset, sel: Selection, idx: np.ndarray) -> np.ndarray:
+    return np.stack([ds.columns[g][idx] for g in sel.groups], axis=1).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------- preprocessing
+def _preprocess(cfg: AuditConfig, ds: Dataset, lm: LoadedModel) -> dict[str, Any]:
+    meta = lm.preprocess or {}
+    source = "default"
+    if meta:
+        source = "checkpoint"
+    size = cfg.image_size or meta.get("image_size")
+    if size is None:
+        size = default_image_size(ds)
+    mean = cfg.mean or tuple(meta.get("mean", IMAGENET_MEAN))
+    std = cfg.std or tuple(meta.get("std", IMAGENET_STD))
+    if cfg.image_size or cfg.mean or cfg.std:
+        source = "flags"
+    return {
+        "image_size": int(size),
+        "mean": [float(x) for x in mean],
+        "std": [float(x) for x in std],
+        "source": source,
+    }
+
+
+def _thumbnail(images: torch.Tensor, row: int, size: int = 64) -> str:
+    from PIL import Image
+
+    arr = images[row].permute(1, 2, 0).numpy()
+    img = Image.fromarray(np.ascontiguousarray(arr))
+    if img.size[0] < size:
+        img = img.resize((size, size), Image.Resampling.NEAREST)
+    elif img.size[0] > size:
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------------------- the run
+def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> AuditResult:
+    """Run a whole audit and write its reports.
+
+    Parameters
+    ----------
+    config : AuditConfig
+        What to audit and how.
+    progress : Progress, optional
+        Progress sink (the CLI's rich bars); silent by default.
+
+    Returns
+    -------
+    AuditResult
+        The report data, the gate decision and the written files (empty on non-zero ranks
+        under torchrun, which compute nothing beyond their inference shards).
+    """
+    progress = progress or SilentProgress()
+    cfg = config
+    device = inference.resolve_device(cfg.device)
+    precision = inference.resolve_precision(cfg.precision, device)
+    dist_ctx = inference.init_distributed(device)
+    caches: list[ImageCache] = []
+    staging = None
+    try:
+        lm = load_model(cfg.model, arch=cfg.arch, trust_checkpoint=cfg.trust_checkpoint)
+        ds = load_dataset(cfg.data, labels_file=cfg.labels_file)
+        sel = _select(cfg, ds, lm)
+        pre = _preprocess(cfg, ds, lm)
+        runtime = inference.Runtime(
+            device=device,
+            precision=precision,
+            batch_size=cfg.batch_size or inference.default_batch_size(device),
+            mean=tuple(pre["mean"]),
+            std=tuple(pre["std"]),
+            dist=dist_ctx,
+        )
+
+        # Decode once: evaluation and calibration images share one cache (and one dense pass).
+        both = np.concatenate([sel.eval_idx, sel.calib_idx])
+        with progress.task("Decoding images", len(both)) as advance:
+            cache = build_image_cache(
+                ds, both, image_size=pre["image_size"], skip_bad=cfg.skip_bad_images,
+                workers=cfg.workers, progress=advance,
+            )
+        caches.append(cache)
+        kept = cache.indices
+        # Eval and calib indices are disjoint, and the cache keeps request order minus skips.
+        is_eval = np.isin(kept, sel.eval_idx)
+        eval_rows = np.flatnonzero(is_eval)
+        calib_rows = np.flatnonzero(~is_eval)
+        eval_idx, calib_idx = kept[eval_rows], kept[calib_rows]
+        if len(eval_idx) == 0 or len(calib_idx) == 0:
+            raise DataError(
+                "After skipping unreadable images nothing is left to evaluate or calibrate on; "
+                "fix the images or choose other splits."
+            )
+        # Eval rows lead the cache, so this slice is a view (no copy of the images).
+        eval_images = cache.images[: len(eval_rows)]
+        calib_images = cache.images[len(eval_rows) :]
+
+        model = inference.prepare_model(lm.model, runtime)
+        with progress.task("Dense inference", len(kept)) as advance:
+            all_logits = inference.predict(model, cache.images, runtime, progress=advance)
+        _check_logits(all_logits, sel, cfg)
+        eval_logits, calib_logits = all_logits[eval_rows], all_logits[calib_rows]
+
+        labels = _label_matrix(ds, sel, eval_idx)
+        calib_labels = _label_matrix(ds, sel, calib_idx)
+        groups = _group_matrix(ds, sel, eval_idx)
+        train_source = sel.train_idx if len(sel.train_idx) else calib_idx
+        warnings: list[str] = [f"skipped unreadable image {i}: {r}" for i, r in cache.skipped[:20]]
+        if not len(sel.train_idx):
+            warnings.append(
+                "No train split: bias amplification's majority group and the rare-value "
+                f"direction are taken from the calibration split ({sel.splits['calib']})."
+            )
+        pop = criteria.build_population(
+            sel.targets, sel.task, labels, groups, sel.groups,
+            train_labels=_label_matrix(ds, sel, train_source),
+            train_groups=_group_matrix(ds, sel, train_source),
+            min_group_size=cfg.policy.min_group_size,
+            band=cfg.uncertainty_band,
+            value_names={g: ds.class_names[g] for g in sel.groups if g in ds.class_names},
+        )
+        for key in pop.keys:
+            for c, value in enumerate(key.values):
+                if not key.valid[c]:
+                    warnings.append(
+                        f"Group {key.name}={value} has {int(key.sizes[c])} samples, fewer than "
+                        f"min_group_size={cfg.policy.min_group_size}: its rates are shown but "
+                        "it is left out of gaps (not estimable there)."
+                    )
+
+        dense_probs = criteria.probabilities(eval_logits, sel.task)
+        calib_probs = criteria.probabilities(calib_logits, sel.task)
+        thresholds = {
+            "default": np.full(len(sel.targets), 0.5),
+            "calibrated": (
+                M.calibrate_thresholds(calib_probs, calib_labels)
+                if sel.task != "multiclass"
+                else np.full(len(sel.targets), 0.5)
+            ),
+        }
+
+        report: dict[str, Any] | None = None
+        if dist_ctx.is_main:
+            with progress.task("Dense criteria", None):
+                dense = criteria.model_metrics(pop, dense_probs, thresholds)
+                fc = forecast.forecast(
+                    pop, dense_probs, thresholds[cfg.policy.thresholds], dense["interdependence"]
+                )
+                susceptible = forecast.susceptible_samples(
+                    pop, dense_probs, thresholds["default"], top_k=cfg.top_k
+                )
+                gallery = forecast.gallery_samples(pop, dense_probs, thresholds["default"])
+                for item in [*susceptible, *gallery]:
+                    i = item["index"]
+                    item["id"] = str(ds.ids[eval_idx[i]])
+                    item["groups"] = {
+                        k.name: k.values[k.cells[i]] for k in pop.keys if "×" not in k.name
+                    }
+                    item["thumbnail"] = _thumbnail(eval_images, i)
+            boot = None
+        levels: list[dict[str, Any]] = []
+        pruned_probs: list[np.ndarray] = []
+        if cfg.validate:
+            sparsities = cfg.audit_sparsities
+            if dist_ctx.is_main:
+                with progress.task(f"Bootstrap ({cfg.bootstrap} paired resamples, dense)", None):
+                    boot = validate.PairedBootstrap(
+                        pop, dense_probs, thresholds, n_resamples=cfg.bootstrap, seed=cfg.seed
+                    )
+            train_cache = None
+            if cfg.recovery == "finetune":
+                with progress.task("Decoding train images", len(sel.train_idx)) as advance:
+                    train_cache = build_image_cache(
+                        ds, sel.train_idx, image_size=pre["image_size"],
+                        skip_bad=cfg.skip_bad_images, workers=cfg.workers, progress=advance,
+                    )
+                caches.append(train_cache)
+            if cfg.save_pruned:
+                staging = Path(tempfile.mkdtemp(prefix=".prune-audit-", dir=_parent(cfg.out)))
+            with progress.task("Pruning levels", len(sparsities)) as advance_levels:
+                for s in sparsities:
+                    pm, stats, probs = _pruned_pass(
+                        cfg, lm, sel, s, runtime, eval_images, calib_images, train_cache, ds, progress
+                    )
+                    pruned_probs.append(probs)
+                    if staging is not None and dist_ctx.is_main:
+                        save_checkpoint(
+                            staging / f"pruned-{s:g}.pt", pm.to("cpu"), arch=lm.arch or "unknown",
+                            outputs=list(sel.targets), task=sel.task,
+                            preprocess={k: pre[k] for k in ("image_size", "mean", "std")},
+                        )
+                    if dist_ctx.is_main:
+                        assert boot is not None
+                        levels.append(_level(pop, cfg, s, stats, probs, dense_probs, thresholds, boot, eval_idx, ds))
+                    advance_levels(1)
+            del pm
+
+        if not dist_ctx.is_main:
+            return AuditResult(report={}, passed=True, files=())
+
+        validation = None
+        if cfg.validate:
+            main_level = min(levels, key=lambda lv: abs(lv["sparsity"] - cfg.policy.target_sparsity))
+            agreement = validate.forecast_agreement(fc, main_level, mode=cfg.policy.thresholds)
+            agreement["by_level"] = [
+                {
+                    k: validate.forecast_agreement(fc, lv, mode=cfg.policy.thresholds)[k]
+                    for k in ("sparsity", "direction_hit_rate", "risk_hit_rate")
+                }
+                for lv in levels
+            ]
+            validation = {
+                "method": cfg.method,
+                "recovery": cfg.recovery,
+                "levels": levels,
+                "forecast_agreement": agreement,
+                "max_safe_sparsity": gate.max_safe_sparsity(levels, dense, cfg.policy),
+            }
+        gate_result = gate.evaluate_gate(
+            cfg.policy, dense=dense, forecast=fc, levels=levels or None,
+            policy_source=cfg.policy_source,
+        )
+        for c in gate_result["checks"]:
+            if c["outcome"] == "undefined" and cfg.policy.on_undefined == "warn":
+                warnings.append(f"gate check {c['name']} for {c['target']} is undefined: {c['detail']}")
+        report = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "prune-audit", "version": __version__},
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "verdict": _verdict(gate_result, fc, validation),
+            "inputs": {
+                "model": {
+                    "path": str(cfg.model),
+                    "format": lm.format,
+                    "arch": lm.arch,
+                    "n_parameters": lm.n_parameters,
+                },
+                "data": {"path": str(cfg.data), "layout": ds.layout},
+                "n_samples": int(pop.n),
+                "task": sel.task,
+                "targets": list(sel.targets),
+                "groups": list(sel.groups),
+                "splits": sel.splits | {"sizes": sel.splits["sizes"] | {"eval": int(pop.n), "calib": len(calib_idx)}},
+                "preprocessing": pre,
+                "device": str(device),
+                "precision": precision,
+                "world_size": dist_ctx.world,
+                "seed": cfg.seed,
+                "bootstrap": cfg.bootstrap,
+                "uncertainty_band": list(cfg.uncertainty_band),
+                "thresholds": {
+                    mode: {t: float(v) for t, v in zip(sel.targets, arr, strict=True)}
+                    for mode, arr in thresholds.items()
+                },
+                "skipped_images": [{"id": i, "reason": r} for i, r in cache.skipped],
+            },
+            "dense": dense,
+            "forecast": fc,
+            "susceptible": susceptible,
+            "gallery": gallery,
+            "calibration_curves": _calibration_curves(pop, dense_probs, levels, pruned_probs),
+            "validation": validation,
+            "gate": gate_result,
+            "warnings": warnings,
+        }
+        predictions = {
+            "ids": np.asarray([str(x) for x in ds.ids[eval_idx]]),
+            "labels": labels,
+            "groups": groups,
+            "dense_probs": dense_probs.astype(np.float32),
+            "sparsities": np.asarray([lv["sparsity"] for lv in levels], dtype=np.float64),
+            "pruned_probs": (
+                np.stack(pruned_probs).astype(np.float32)
+                if pruned_probs
+                else np.zeros((0, *dense_probs.shape), dtype=np.float32)
+            ),
+            "target_names": np.asarray(sel.targets),
+            "group_names": np.asarray(sel.groups),
+        }
+        from audit.report import write_reports
+
+        with progress.task("Writing reports", None):
+            files = write_reports(
+                report, cfg.out, formats=cfg.formats, predictions=predictions,
+                summary_out=cfg.summary_out,
+            )
+        if staging is not None:
+            for f in sorted(staging.iterdir()):
+                dest = cfg.out / f.name
+                f.replace(dest)
+                files.append(dest)
+        return AuditResult(report=report, passed=bool(gate_result["passed"]), files=tuple(files))
+    finally:
+        for c in caches:
+            c.close()
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        inference.shutdown_distributed()
+
+
+def _parent(out: Path) -> Path:
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
+def _check_logits(logits: np.ndarray, sel: Selection, cfg: AuditConfig) -> None:
+    if logits.ndim != 2 or logits.shape[1] != len(sel.targets):
+        raise CheckpointError(
+            f"The model {str(cfg.model)!r} produced {logits.shape[1] if logits.ndim == 2 else logits.shape} "
+            f"outputs per image but {len(sel.targets)} targets were selected "
+            f"({', '.join(sel.targets)}). Pass one --target per model output, in output order."
+        )
+    bad = ~np.isfinite(logits)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise CheckpointError(
+            f"The model {str(cfg.model)!r} produced NaN/Inf logits ({int(bad.any(axis=1).sum())} "
+            f"images; first at image row {row}, output {sel.targets[col]!r}). Check the "
+            "checkpoint's weights and the preprocessing (--image-size, --mean, --std); with "
+            "--precision fp16 try bf16 or fp32."
+        )
+
+
+def _pruned_pass(
+    cfg: AuditConfig,
+    lm: LoadedModel,
+    sel: Selection,
+    s: float,
+    runtime: inference.Runtime,
+    eval_images: torch.Tensor,
+    calib_images: torch.Tensor,
+    train_cache: ImageCache | None,
+    ds: Dataset,
+    progress: Progress,
+) -> tuple[torch.nn.Module, Any, np.ndarray]:
+    """Prune a copy at sparsity s, recover, and return (model, stats, eval probabilities)."""
+    seeds = cfg.finetune_seeds if cfg.recovery == "finetune" else (cfg.seed,)
+    all_probs = []
+    for seed in seeds:
+        if cfg.recovery == "finetune":
+            assert train_cache is not None
+            y = _label_matrix(ds, sel, train_cache.indices)
+            target = y.argmax(axis=1) if sel.task == "multiclass" else y.astype(np.float32)
+            loss_fn = (
+                torch.nn.functional.cross_entropy
+                if sel.task == "multiclass"
+                else torch.nn.functional.binary_cross_entropy_with_logits
+            )
+            with progress.task(f"Fine-tuning to {s:g} (seed {seed})", cfg.finetune_epochs) as adv:
+                pm, stats = prune.gradual_prune_finetune(
+                    inference.prepare_model(lm.model, runtime), s,
+                    batches=lambda epoch, seed=seed: inference.training_batches(
+                        train_cache.images, target, runtime, epoch=epoch, seed=seed
+                    ),
+                    loss_fn=loss_fn, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, seed=seed,
+                    method=cfg.method, exclude=cfg.exclude, device=runtime.device,
+                    progress=lambda done, total: adv(1) if done else None,
+                )
+        else:
+            pm, stats = prune.prune_copy(lm.model, s, method=cfg.method, exclude=cfg.exclude)
+            pm = inference.prepare_model(pm, runtime)
+            if cfg.recovery == "bn":
+                prune.recalibrate_batchnorm(
+                    pm, inference.input_batches(calib_images, runtime), device=runtime.device
+                )
+        with progress.task(f"Inference at sparsity {s:g}", eval_images.shape[0]) as adv:
+            logits = inference.predict(pm, eval_images, runtime, progress=adv)
+        all_probs.append(criteria.probabilities(logits, sel.task))
+    return pm, stats, np.mean(all_probs, axis=0)
+
+
+def _level(
+    pop: criteria.Population,
+    cfg: AuditConfig,
+    s: float,
+    stats: Any,
+    probs: np.ndarray,
+    dense_probs: np.ndarray,
+    thresholds: dict[str, np.ndarray],
+    boot: validate.PairedBootstrap,
+    eval_idx: np.ndarray,
+    ds: Dataset,
+) -> dict[str, Any]:
+    dense_pred = criteria.predict_labels(dense_probs, thresholds["default"], pop.task)
+    pruned_pred = criteria.predict_labels(probs, thresholds["default"], pop.task)
+    flip_stats, flipped = validate.flips(pop, dense_pred, pruned_pred)
+    cie = np.flatnonzero(flipped.any(axis=1))
+    sd = stats.to_dict()
+    return {
+        "sparsity": float(s),
+        "achieved_sparsity": float(sd["achieved"]),
+        "per_layer": sd["per_layer"],
+        "metrics": criteria.model_metrics(pop, probs, thresholds),
+        "delta": boot.deltas(probs),
+        "flips": flip_stats,
+        "ranking_quality": validate.ranking_quality(pop, dense_probs, flipped, k=cfg.top_k),
+        "cie": {"count": int(len(cie)), "ids": [str(ds.ids[eval_idx[i]]) for i in cie[:50]]},
+    }
+
+
+def _calibration_curves(
+    pop: criteria.Population,
+    dense_probs: np.ndarray,
+    levels: list[dict[str, Any]],
+    pruned_probs: list[np.ndarray],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for a, t in enumerate(pop.targets):
+        curves = {}
+        for name, probs in [("dense", dense_probs)] + [
+            (f"{lv['sparsity']:g}", p) for lv, p in zip(levels, pruned_probs, strict=True)
+        ]:
+            mean_p, mean_y, count = M.calibration_curve(pop.labels[:, a], probs[:, a])
+            keep = np.asarray(count) > 0
+            curves[name] = {
+                "mean_p": [float(x) for x in np.asarray(mean_p)[keep]],
+                "mean_y": [float(x) for x in np.asarray(mean_y)[keep]],
+                "count": [int(x) for x in np.asarray(count)[keep]],
+            }
+        out[t] = curves
+    return out
+
+
+def _verdict(gate_result: dict[str, Any], fc: dict[str, Any], validation: dict[str, Any] | None) -> dict[str, Any]:
+    passed = bool(gate_result["passed"])
+    safe = validation["max_safe_sparsity"] if validation else None
+    if passed:
+        head = "Gate passed: pruning stays within the policy's bias limits"
+    else:
+        head = f"Gate failed: {len(gate_result['failures'])} check(s) exceed the policy"
+    if validation:
+        head += (
+            f"; max safe sparsity {safe:g}." if safe is not None else "; no audited sparsity is safe."
+        )
+    else:
+        head += f" (forecast only: risk {fc['verdict']})."
+    return {"passed": passed, "headline": head, "forecast": fc["verdict"], "max_safe_sparsity": safe}

@@ -1,0 +1,238 @@
+"""Measure what pruning changed and grade the dense-only forecast against it.
+
+Owns: SPEC §6.3–6.4 — Δ = pruned − dense for every gap, BA and accuracy with paired
+bootstrap CIs, flips per group and compression-identified exemplars (CIEs), the ranking
+quality of the susceptibility scores against actual flips, and the forecast's direction and
+risk hit rates. Receives probabilities (numpy); runs no model and touches no device.
+
+Paired bootstrap: one (B, N) matrix of resample counts is drawn per run; the dense model's
+and every pruned model's per-cell counts are computed on the *same* replicate, so each Δ
+replicate is a difference on one resample and the CI reflects only the change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from audit import metrics as M
+from audit.criteria import (
+    Population,
+    cell_counts,
+    gap_arrays,
+    predict_labels,
+    uncertain,
+)
+from audit.forecast import direction, risk_level
+
+MODES = ("default", "calibrated")
+
+
+def _num(x: Any) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+class PairedBootstrap:
+    """Dense-side bootstrap replicates, computed once and reused for every pruned model.
+
+    Parameters
+    ----------
+    pop : Population
+        Evaluation labels and group cells.
+    dense_probs : ndarray of shape (N, A)
+        Dense probabilities.
+    thresholds : dict
+        ``{"default": (A,), "calibrated": (A,)}``.
+    n_resamples : int
+        Number of replicates B (0 disables CIs).
+    seed : int
+        Seed of the resample matrix.
+    """
+
+    def __init__(
+        self,
+        pop: Population,
+        dense_probs: np.ndarray,
+        thresholds: dict[str, np.ndarray],
+        *,
+        n_resamples: int,
+        seed: int,
+    ) -> None:
+        self.pop = pop
+        self.thresholds = thresholds
+        self.weights = (
+            M.bootstrap_weights(pop.n, n_resamples=n_resamples, seed=seed) if n_resamples > 0 else None
+        )
+        self.dense = {mode: self._stats(dense_probs, mode) for mode in MODES}
+
+    def _stats(self, probs: np.ndarray, mode: str) -> dict[str, Any]:
+        pop = self.pop
+        pred = predict_labels(probs, self.thresholds[mode], pop.task)
+        unc = uncertain(probs, pop.task, pop.band)
+        correct = (pred == pop.labels).astype(np.float32)
+        out: dict[str, Any] = {"accuracy": correct.mean(axis=0), "gaps": {}, "boot_gaps": {}}
+        if self.weights is not None:
+            out["boot_accuracy"] = (self.weights @ correct) / pop.n
+        for key in pop.keys:
+            out["gaps"][key.name] = gap_arrays(key, cell_counts(pop, key, pred, unc))
+            if self.weights is not None:
+                out["boot_gaps"][key.name] = gap_arrays(
+                    key, cell_counts(pop, key, pred, unc, weights=self.weights)
+                )
+        return out
+
+    def deltas(self, pruned_probs: np.ndarray) -> dict[str, Any]:
+        """``{"default": Delta, "calibrated": Delta}`` (docs/report-json.md) for one model."""
+        return {mode: self._delta(self.dense[mode], self._stats(pruned_probs, mode)) for mode in MODES}
+
+    def _delta(self, dense: dict[str, Any], pruned: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for a, target in enumerate(self.pop.targets):
+            entry: dict[str, Any] = {
+                "accuracy": self._d(
+                    pruned["accuracy"][a] - dense["accuracy"][a],
+                    None
+                    if self.weights is None
+                    else pruned["boot_accuracy"][:, a] - dense["boot_accuracy"][:, a],
+                    "accuracy undefined",
+                ),
+                "by_group": {},
+            }
+            for key in self.pop.keys:
+                metrics = {}
+                for metric, dense_arr in dense["gaps"][key.name].items():
+                    value = pruned["gaps"][key.name][metric][a] - dense_arr[a]
+                    boot = None
+                    if self.weights is not None:
+                        boot = (
+                            pruned["boot_gaps"][key.name][metric][:, a]
+                            - dense["boot_gaps"][key.name][metric][:, a]
+                        )
+                    metrics[metric] = self._d(
+                        value,
+                        boot,
+                        "not estimable on the dense or the pruned model (see the metrics table)",
+                    )
+                entry["by_group"][key.name] = metrics
+            out[target] = entry
+        return out
+
+    @staticmethod
+    def _d(value: float, boot: np.ndarray | None, why: str) -> dict[str, Any]:
+        v = _num(value)
+        ci = None
+        if v is not None and boot is not None:
+            lo, hi = M.percentile_ci(boot, level=0.95)
+            if np.isfinite(lo) and np.isfinite(hi):
+                ci = [float(lo), float(hi)]
+        return {"value": v, "ci": ci, "reason": None if v is not None else why}
+
+
+def flips(
+    pop: Population, dense_pred: np.ndarray, pruned_pred: np.ndarray
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Flip rates per target overall and per group cell (SPEC §6.3), and the flip matrix.
+
+    ``flip_rate`` = share of samples whose prediction changed; ``pos_to_neg_flip_rate`` =
+    share of dense-positive predictions that became negative; ``neg_to_pos_flip_rate``
+    likewise for dense negatives. Undefined (None) when the denominator is 0.
+    """
+    flipped = dense_pred != pruned_pred
+    p2n = (dense_pred == 1) & (pruned_pred == 0)
+    n2p = (dense_pred == 0) & (pruned_pred == 1)
+
+    def stats(sel: np.ndarray, a: int) -> dict[str, Any]:
+        n = int(sel.sum())
+        dpos = int((dense_pred[sel, a] == 1).sum())
+        dneg = n - dpos
+        f = int(flipped[sel, a].sum())
+        return {
+            "n": n,
+            "flips": f,
+            "flip_rate": f / n if n else None,
+            "pos_to_neg_flip_rate": int(p2n[sel, a].sum()) / dpos if dpos else None,
+            "neg_to_pos_flip_rate": int(n2p[sel, a].sum()) / dneg if dneg else None,
+        }
+
+    everyone = np.ones(pop.n, dtype=bool)
+    out = {}
+    for a, target in enumerate(pop.targets):
+        out[target] = {
+            "overall": stats(everyone, a),
+            "by_group": {
+                key.name: [
+                    {"value": value, **stats(key.cells == c, a)}
+                    for c, value in enumerate(key.values)
+                ]
+                for key in pop.keys
+            },
+        }
+    return out, flipped
+
+
+def ranking_quality(
+    pop: Population, dense_probs: np.ndarray, flipped: np.ndarray, *, k: int
+) -> dict[str, Any]:
+    """AUROC, precision@k, recall@k and lift of the dense susceptibility vs actual flips."""
+    susc = 1.0 - np.abs(2.0 * dense_probs - 1.0)
+    k = max(1, min(k, pop.n))
+    columns = [(t, susc[:, a], flipped[:, a]) for a, t in enumerate(pop.targets)]
+    if len(pop.targets) > 1:
+        columns.append(("any", susc.max(axis=1), flipped.any(axis=1)))
+    out = {}
+    for name, score, hit in columns:
+        hit = hit.astype(np.int8)
+        out[name] = {
+            "auroc": _num(M.auroc(score, hit)),
+            "precision_at_k": _num(M.precision_at_k(score, hit, k=k)),
+            "recall_at_k": _num(M.recall_at_k(score, hit, k=k)),
+            "lift": _num(M.lift_at_k(score, hit, k=k)),
+            "k": int(k),
+            "n_flips": int(hit.sum()),
+        }
+    return out
+
+
+def forecast_agreement(
+    forecast: dict[str, Any], level: dict[str, Any], *, mode: str
+) -> dict[str, Any]:
+    """Compare the forecast's Δ and risk with the Δ measured at one level (SPEC §6.4).
+
+    Direction: up / down / flat (|Δ| < 0.005) must match. Risk: the measured larger Δ of the
+    FNR/FPR gap mapped by the forecast's own thresholds must equal the forecast risk.
+    """
+    rows = []
+    risk_hits = []
+    for pair in forecast["pairs"]:
+        deltas = level["delta"][mode][pair["target"]]["by_group"][pair["group"]]
+        measured = {m: deltas[m]["value"] for m in ("fnr_gap", "fpr_gap")}
+        defined = [v for v in measured.values() if v is not None]
+        measured_risk = risk_level(max(defined)) if defined else None
+        risk_hit = measured_risk == pair["risk"] if measured_risk is not None else None
+        if risk_hit is not None:
+            risk_hits.append(risk_hit)
+        for metric in ("fnr_gap", "fpr_gap"):
+            d_pred = direction(pair["predicted_delta"][metric])
+            d_meas = direction(measured[metric])
+            rows.append(
+                {
+                    "target": pair["target"],
+                    "group": pair["group"],
+                    "metric": metric,
+                    "predicted_delta": pair["predicted_delta"][metric],
+                    "measured_delta": measured[metric],
+                    "direction_hit": None if d_meas is None else d_pred == d_meas,
+                    "predicted_risk": pair["risk"],
+                    "measured_risk": measured_risk,
+                    "risk_hit": risk_hit,
+                }
+            )
+    dir_hits = [r["direction_hit"] for r in rows if r["direction_hit"] is not None]
+    return {
+        "sparsity": level["sparsity"],
+        "pairs": rows,
+        "direction_hit_rate": float(np.mean(dir_hits)) if dir_hits else None,
+        "risk_hit_rate": float(np.mean(risk_hits)) if risk_hits else None,
+    }
