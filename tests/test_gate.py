@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from audit.config import Policy
+from audit.gate import evaluate_gate, level_checks, max_safe_sparsity
+
+
+def _d(value: float | None, ci: list[float] | None = None) -> dict[str, Any]:
+    return {"value": value, "ci": ci, "reason": None if value is not None else "no positives in g=1"}
+
+
+def _level(s: float, fnr: dict[str, Any], acc: dict[str, Any] | None = None) -> dict[str, Any]:
+    gaps = {
+        "fnr_gap": fnr,
+        "fpr_gap": _d(0.0, [-0.01, 0.01]),
+        "accuracy_gap": _d(0.0, [-0.01, 0.01]),
+        "bias_amplification": _d(0.0, [-0.01, 0.01]),
+    }
+    delta = {"t": {"accuracy": acc or _d(-0.01, [-0.02, 0.0]), "by_group": {"g": gaps}}}
+    return {"sparsity": s, "delta": {"default": delta, "calibrated": delta}}
+
+
+DENSE = {
+    "default": {
+        "t": {"by_group": {"g": {"bias_amplification": {"value": 0.1, "reason": None, "majority_value": "1"}}}}
+    }
+}
+FORECAST = {
+    "pairs": [
+        {"target": "t", "group": "g", "predicted_delta": {"fnr_gap": 0.03, "fpr_gap": -0.01}, "reason": "r"}
+    ]
+}
+
+
+def test_upper_ci_bound_is_judged() -> None:
+    # Δ = 0.02 passes a 0.05 limit by its value, but its CI upper bound 0.06 does not.
+    checks = level_checks(_level(0.9, _d(0.02, [-0.02, 0.06])), DENSE, Policy())
+    fnr = next(c for c in checks if c["name"] == "delta_fnr_gap")
+    assert fnr["value"] == 0.06 and fnr["outcome"] == "fail" and "upper bound" in fnr["detail"]
+    acc = next(c for c in checks if c["name"] == "accuracy_drop")
+    assert acc["value"] == pytest.approx(0.02) and acc["outcome"] == "pass"
+
+
+@pytest.mark.parametrize(
+    ("key", "level", "passes"),
+    [
+        ("max_delta_fnr_gap", _level(0.9, _d(0.01, [0.0, 0.04])), True),
+        ("max_delta_fnr_gap", _level(0.9, _d(0.05, [0.03, 0.07])), False),
+        ("max_accuracy_drop", _level(0.9, _d(0.0, [0, 0]), _d(-0.10, [-0.12, -0.08])), False),
+    ],
+)
+def test_each_limit_passes_and_fails(key: str, level: dict[str, Any], passes: bool) -> None:
+    result = evaluate_gate(Policy(), dense=DENSE, forecast=FORECAST, levels=[level], policy_source="t")
+    assert result["passed"] is passes
+    assert all(c["limit"] is not None for c in result["checks"])
+
+
+def test_limits_from_policy_apply() -> None:
+    level = _level(0.9, _d(0.03, [0.01, 0.04]))
+    assert evaluate_gate(Policy(), dense=DENSE, forecast=FORECAST, levels=[level], policy_source="t")["passed"]
+    strict = Policy(max_delta_fnr_gap=0.02)
+    res = evaluate_gate(strict, dense=DENSE, forecast=FORECAST, levels=[level], policy_source="t")
+    assert not res["passed"] and "delta_fnr_gap for t by g at sparsity 0.9: +0.0400 > 0.02" in res["failures"][0]
+
+
+def test_undefined_never_passes_silently() -> None:
+    level = _level(0.9, _d(None))
+    res = evaluate_gate(Policy(), dense=DENSE, forecast=FORECAST, levels=[level], policy_source="t")
+    bad = [c for c in res["checks"] if c["outcome"] == "undefined"]
+    assert bad and not res["passed"] and "undefined (no positives in g=1)" in res["failures"][0]
+    warn = Policy(on_undefined="warn")
+    res = evaluate_gate(warn, dense=DENSE, forecast=FORECAST, levels=[level], policy_source="t")
+    assert res["passed"] and any(c["outcome"] == "undefined" for c in res["checks"])
+
+
+def test_forecast_mode_and_no_validation_fallback() -> None:
+    pol = Policy(fail_on="forecast", max_delta_fnr_gap=0.02)
+    res = evaluate_gate(pol, dense=DENSE, forecast=FORECAST, levels=[_level(0.9, _d(0.0, [0, 0]))], policy_source="t")
+    assert res["mode"] == "forecast" and not res["passed"]
+    res = evaluate_gate(Policy(), dense=DENSE, forecast=FORECAST, levels=None, policy_source="t")
+    assert res["mode"] == "forecast" and res["passed"] and res["notes"]
+
+
+def test_gate_judges_the_target_sparsity_level() -> None:
+    levels = [_level(0.8, _d(0.0, [0, 0.01])), _level(0.9, _d(0.2, [0.1, 0.3]))]
+    assert not evaluate_gate(Policy(target_sparsity=0.9), dense=DENSE, forecast=FORECAST, levels=levels, policy_source="t")["passed"]
+    assert evaluate_gate(Policy(target_sparsity=0.8), dense=DENSE, forecast=FORECAST, levels=levels, policy_source="t")["passed"]
+
+
+def test_max_safe_sparsity_is_monotone() -> None:
+    levels = [
+        _level(0.8, _d(0.0, [0, 0.01])),
+        _level(0.9, _d(0.2, [0.1, 0.3])),
+        _level(0.95, _d(0.0, [0, 0.01])),  # passes again, but 0.9 already failed
+    ]
+    assert max_safe_sparsity(levels, DENSE, Policy()) == 0.8
+    assert max_safe_sparsity(levels[1:2], DENSE, Policy()) is None
+
+
+def test_ba_not_applicable_is_skipped_not_failed() -> None:
+    dense = {"default": {"t": {"by_group": {"g": {"bias_amplification": {"value": None, "reason": "train positive rates 0.3 vs 0.31 differ by less than 10% relative", "majority_value": "1"}}}}}}
+    checks = level_checks(_level(0.9, _d(0.0, [0, 0.01])), dense, Policy())
+    assert not any(c["name"] == "delta_bias_amplification" for c in checks)
