@@ -72,19 +72,20 @@ def bias_amplification_from_counts(counts: ArrayLike, *, majority_cell: ArrayLik
         :func:`audit.metrics.groups.confusion_counts` output for a 2-cell attribute, e.g.
         (A, 2, 4) or (B, A, 2, 4).
     majority_cell : int or array-like of int
-        Cell (0 or 1) of v* per target; broadcastable to ``counts.shape[:-2]``, e.g. (A,).
+        Cell (0 or 1) of v* per target, or -1 for a target without v* (its BA is NaN);
+        broadcastable to ``counts.shape[:-2]``, e.g. (A,).
 
     Returns
     -------
     numpy.ndarray
         BA of shape ``counts.shape[:-2]``; NaN where there are no predicted positives or no
-        true positives (the shares are 0/0). The min-positives and train-rate filters are
-        not applied here.
+        true positives (the shares are 0/0), or ``majority_cell`` is -1. The min-positives
+        and train-rate filters are not applied here.
 
     Raises
     ------
     ValueError
-        If the cell axis is not of length 2, or ``majority_cell`` is not 0/1 or does not
+        If the cell axis is not of length 2, or ``majority_cell`` is not -1/0/1 or does not
         broadcast.
     """
     cnt = np.asarray(counts, dtype=np.float64)
@@ -96,9 +97,11 @@ def bias_amplification_from_counts(counts: ArrayLike, *, majority_cell: ArrayLik
     m = np.asarray(majority_cell)
     if (
         not (np.issubdtype(m.dtype, np.integer) or m.dtype == np.bool_)
-        or ((m != 0) & (m != 1)).any()
+        or ((m != -1) & (m != 0) & (m != 1)).any()
     ):
-        raise ValueError(f"`majority_cell` must be 0 or 1 (the cell of v*) per target; got {m!r}.")
+        raise ValueError(
+            f"`majority_cell` must be 0 or 1 (the cell of v*) or -1 (no v*) per target; got {m!r}."
+        )
     lead = cnt.shape[:-2]
     try:
         m = np.broadcast_to(m.astype(np.intp), lead)
@@ -109,10 +112,10 @@ def bias_amplification_from_counts(counts: ArrayLike, *, majority_cell: ArrayLik
     tp, fp, fn = cnt[..., 0], cnt[..., 1], cnt[..., 3]
     pred_pos = tp + fp
     pos = tp + fn
-    pick = m[..., None]
+    pick = np.maximum(m, 0)[..., None]
     share_pred = _share(np.take_along_axis(pred_pos, pick, -1)[..., 0], pred_pos.sum(-1))
     share_true = _share(np.take_along_axis(pos, pick, -1)[..., 0], pos.sum(-1))
-    return share_pred - share_true
+    return np.where(m >= 0, share_pred - share_true, np.nan)
 
 
 def bias_amplification(

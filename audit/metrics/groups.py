@@ -369,8 +369,9 @@ def encode_cells(group_matrix: ArrayLike) -> tuple[np.ndarray, list[Hashable]]:
     cells : numpy.ndarray of shape (N,)
         Cell code of every sample, in ``[0, len(values))``.
     values : list
-        ``values[c]`` is the tuple of original group values of cell ``c`` (one per
-        column), or the plain value when there is a single column.
+        ``values[c]`` is the tuple of original group values of cell ``c``, one per column
+        (a 1-tuple for an (N, 1) input); for a 1-D input, the plain value itself. Values
+        are Python scalars (``ndarray.tolist()``).
 
     Raises
     ------
@@ -380,7 +381,8 @@ def encode_cells(group_matrix: ArrayLike) -> tuple[np.ndarray, list[Hashable]]:
         When a column mixes values that cannot be sorted together.
     """
     arr = np.asarray(group_matrix)
-    if arr.ndim == 1:
+    plain = arr.ndim == 1
+    if plain:
         arr = arr[:, None]
     if arr.ndim != 2 or arr.shape[1] == 0:
         raise ValueError(
@@ -399,7 +401,7 @@ def encode_cells(group_matrix: ArrayLike) -> tuple[np.ndarray, list[Hashable]]:
         _, code = np.unique(code * len(uniq) + inverse, return_inverse=True)
         code = code.reshape(-1).astype(np.intp)
     _, first = np.unique(code, return_index=True)
-    if n_cols == 1:
+    if plain:
         values: list[Hashable] = [column_values[0][codes_per_column[0][i]] for i in first]
     else:
         values = [
@@ -423,7 +425,7 @@ def rates_by_group(
     Returns
     -------
     values : list
-        Group value (or tuple of values) of each cell, sorted.
+        Group value of each cell (a tuple of values for 2-D ``groups``), sorted.
     rates : dict of str to numpy.ndarray
         :func:`rates_from_counts` output, each of shape (n_groups,).
     """
