@@ -61,7 +61,7 @@ def as_binary(x: ArrayLike, *, name: str, ndim: int) -> np.ndarray:
     if bad.any():
         where = _first_bad(bad)
         raise ValueError(
-            f"`{name}` must hold only 0/1 values; got {arr[where]!r} at {_where(where)}. "
+            f"`{name}` must hold only 0/1 values; got {arr[where].item()!r} at {_where(where)}. "
             "Map -1/1 labels to 0/1 and threshold probabilities before calling."
         )
     return arr == 1
@@ -98,7 +98,7 @@ def as_prob(x: ArrayLike, *, name: str, ndim: int | tuple[int, ...]) -> np.ndarr
     if bad.any():
         where = _first_bad(bad)
         raise ValueError(
-            f"`{name}` must hold finite probabilities in [0, 1]; got {arr[where]!r} at "
+            f"`{name}` must hold finite probabilities in [0, 1]; got {arr[where].item()!r} at "
             f"{_where(where)}. Apply sigmoid/softmax to logits and reject NaN/Inf upstream."
         )
     return arr
