@@ -1,0 +1,325 @@
+"""Validation shared by every dataset layout: label values, image paths, CSV tables.
+
+Owns: turning raw label cells into int64 columns (with -1/1 normalised to 0/1), checking that
+image paths stay inside DATA and exist, and reading small CSV tables with line numbers for
+error messages. Must not decode images, touch devices, or know about any one layout.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+
+from audit.errors import DataError
+
+#: File name suffixes treated as images when scanning folders (lower case).
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+
+#: How many offending items an error message lists before saying "and N more".
+SHOWN = 5
+
+
+def show_list(items: Sequence[str], *, total: int | None = None) -> str:
+    """Format the first few of ``items`` for an error message.
+
+    Parameters
+    ----------
+    items : sequence of str
+        The offending items, in the order they were found.
+    total : int, optional
+        How many there are in all (defaults to ``len(items)``).
+
+    Returns
+    -------
+    str
+        ``'a', 'b', 'c' and 4 more``.
+    """
+    total = len(items) if total is None else total
+    shown = ", ".join(repr(s) for s in items[:SHOWN])
+    return shown + (f" and {total - SHOWN} more" if total > SHOWN else "")
+
+
+def parse_int_cell(text: str) -> int | None:
+    """Parse one label cell as an integer; ``None`` when it is not one.
+
+    Accepts surrounding whitespace, a sign, and integral decimals such as ``1.0`` (what
+    spreadsheet and pandas exports write for integer columns).
+    """
+    s = text.strip()
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    try:
+        f = float(s)
+    except ValueError:
+        return None
+    if np.isfinite(f) and f == int(f):
+        return int(f)
+    return None
+
+
+def int_column(
+    cells: Sequence[str],
+    *,
+    column: str,
+    source: str,
+    where: Callable[[int], str],
+) -> np.ndarray:
+    """Convert the text cells of one label column to int64, rejecting anything else.
+
+    Parameters
+    ----------
+    cells : sequence of str
+        The column's cells, one per sample.
+    column : str
+        Column name, for messages.
+    source : str
+        The file the cells come from, for messages.
+    where : callable
+        Maps a sample index to its position in the file (``"line 17"``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` int64, not yet normalised (see :func:`normalise_labels`).
+
+    Raises
+    ------
+    DataError
+        On the first empty or non-integer cell, naming file, line and column.
+    """
+    try:
+        # Fast path: numpy parses plain integer text (with whitespace and signs) in C.
+        return np.asarray(cells, dtype=np.int64).reshape(len(cells))
+    except (ValueError, TypeError, OverflowError):
+        pass
+    out = np.empty(len(cells), dtype=np.int64)
+    for i, text in enumerate(cells):
+        value = parse_int_cell(text)
+        if value is None:
+            what = "is empty" if not text.strip() else f"has value {text.strip()!r}"
+            raise DataError(
+                f"Label column {column!r} in {source} {what} at {where(i)}; every label cell "
+                "must be an integer: 0/1 or -1/1 for binary attributes, 0..K-1 for classes. "
+                "Fill in or remove that row."
+            )
+        out[i] = value
+    return out
+
+
+def normalise_labels(
+    values: np.ndarray,
+    *,
+    column: str,
+    source: str,
+    where: Callable[[int], str],
+) -> np.ndarray:
+    """Check a label column's values and map binary -1/1 to 0/1.
+
+    A column is accepted when its values are all in {-1, 1} (mapped to {0, 1}: -1 → 0) or all
+    non-negative integers (kept: {0, 1} binary attributes or 0..K-1 classes).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        ``(N,)`` integer values of one column.
+    column, source : str
+        Column and file names, for messages.
+    where : callable
+        Maps a sample index to its position in the file (``"line 17"``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` int64.
+
+    Raises
+    ------
+    DataError
+        Naming the first offending value, its position, the column and the file.
+    """
+    values = np.asarray(values, dtype=np.int64)
+    negative = values < 0
+    if not negative.any():
+        return values
+    if np.isin(values, (-1, 1)).all():
+        return (values == 1).astype(np.int64)
+    bad = np.flatnonzero(negative & (values != -1))
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(
+            f"Label column {column!r} in {source} has value {int(values[i])} at {where(i)}; "
+            "expected 0/1 or -1/1 for binary attributes, or non-negative integer classes "
+            "0..K-1. Fix that value (or drop the column from the file)."
+        )
+    # Only -1 is negative, but the column also holds 0 or values above 1.
+    i = int(np.flatnonzero(negative)[0])
+    j = int(np.flatnonzero(~np.isin(values, (-1, 1)))[0])
+    raise DataError(
+        f"Label column {column!r} in {source} has value -1 at {where(i)} and value "
+        f"{int(values[j])} at {where(j)}; -1 is accepted only in binary columns whose values "
+        "are all -1 or 1, otherwise values must be 0/1 or non-negative integer classes. "
+        "Recode the column consistently."
+    )
+
+
+def safe_image_path(root: Path, rel: str, *, source: str, where: str) -> tuple[str, Path]:
+    """Check that an image path from a label file stays inside DATA.
+
+    Parameters
+    ----------
+    root : Path
+        DATA, already resolved.
+    rel : str
+        The path as written in the file (relative to DATA; a backslash is read as a separator).
+    source, where : str
+        File and position, for messages.
+
+    Returns
+    -------
+    (str, Path)
+        The normalised relative id (POSIX form) and the resolved file path.
+
+    Raises
+    ------
+    DataError
+        When the path is empty, absolute, contains ``..`` or resolves (through symlinks)
+        outside DATA.
+    """
+    text = rel.strip().replace("\\", "/")
+    if not text:
+        raise DataError(
+            f"The image path at {where} of {source} is empty; every row needs a path "
+            "relative to DATA. Fill it in or remove the row."
+        )
+    posix = PurePosixPath(text)
+    if posix.is_absolute() or PureWindowsPath(rel.strip()).is_absolute() or ".." in posix.parts:
+        raise DataError(
+            f"The image path {rel.strip()!r} at {where} of {source} escapes DATA ({root}): "
+            "paths must be relative to DATA, without '..' or a leading '/' or drive. "
+            "Move the image under DATA and write its relative path."
+        )
+    resolved = Path(os.path.realpath(root / posix))
+    if not resolved.is_relative_to(root):
+        raise DataError(
+            f"The image path {rel.strip()!r} at {where} of {source} escapes DATA ({root}): "
+            f"it resolves (through a symlink) to {str(resolved)!r}. Copy the image into DATA "
+            "instead of linking to a location outside it."
+        )
+    return posix.as_posix(), resolved
+
+
+def require_files(paths: Sequence[Path], ids: Sequence[str], *, root: Path, source: str) -> None:
+    """Raise a DataError naming the first missing image files, if any.
+
+    Parameters
+    ----------
+    paths : sequence of Path
+        Resolved image paths.
+    ids : sequence of str
+        Their ids (paths relative to DATA), for the message.
+    root : Path
+        DATA.
+    source : str
+        Which file listed them.
+    """
+    missing = [ids[i] for i, p in enumerate(paths) if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} of the {len(paths)} images listed in {source} do not exist under "
+            f"DATA ({root}): {show_list(missing)}. Fix the paths (they are relative to DATA) or "
+            "remove those rows."
+        )
+
+
+def read_csv_table(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Read a small CSV file with a header row.
+
+    Parameters
+    ----------
+    path : Path
+        The CSV file (UTF-8, an optional byte-order mark is ignored).
+
+    Returns
+    -------
+    (header, rows, lines)
+        Stripped column names, stripped cells per row, and each row's line number in the
+        file (1-based; the header is line 1). Blank lines are skipped.
+
+    Raises
+    ------
+    DataError
+        When the file cannot be read, is empty, repeats or leaves empty a column name, or
+        has a row with the wrong number of cells.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            try:
+                header = [h.strip() for h in next(reader)]
+            except StopIteration:
+                raise DataError(
+                    f"{path} is empty; it needs a header row naming the columns (e.g. "
+                    "'image,split,Smiling') and one row per image."
+                ) from None
+            rows: list[list[str]] = []
+            lines: list[int] = []
+            for row in reader:
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if len(row) != len(header):
+                    raise DataError(
+                        f"Line {reader.line_num} of {path} has {len(row)} cells but the header "
+                        f"has {len(header)} columns ({', '.join(header)}); every row needs one "
+                        "cell per column. Fix that row (quote cells that contain commas)."
+                    )
+                rows.append([c.strip() for c in row])
+                lines.append(reader.line_num)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(
+            f"Cannot read {path} as a UTF-8 CSV file ({type(e).__name__}: {e}); check that it "
+            "exists, is readable and is plain comma-separated text."
+        ) from e
+    seen: set[str] = set()
+    for h in header:
+        if not h:
+            raise DataError(
+                f"The header of {path} has an empty column name ({','.join(header)!r}); name "
+                "every column."
+            )
+        if h in seen:
+            raise DataError(
+                f"The header of {path} names column {h!r} twice; column names must be unique."
+            )
+        seen.add(h)
+    return header, rows, lines
+
+
+def check_unique_ids(ids: Sequence[str], *, source: str) -> None:
+    """Raise a DataError when an image appears twice.
+
+    Parameters
+    ----------
+    ids : sequence of str
+        Normalised ids.
+    source : str
+        The file that lists them.
+    """
+    seen: set[str] = set()
+    dupes: list[str] = []
+    for i in ids:
+        if i in seen:
+            dupes.append(i)
+        seen.add(i)
+    if dupes:
+        raise DataError(
+            f"{source} lists {len(dupes)} image(s) more than once: {show_list(dupes)}. Each "
+            "image must appear in exactly one row; remove the duplicates."
+        )
