@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import rankdata
 
 from ._validation import as_binary, check_positive_int, check_same_length
 
@@ -57,7 +56,10 @@ def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
     n0 = y.shape[0] - n1
     if n1 == 0 or n0 == 0:
         return float("nan")
-    ranks = rankdata(s, method="average")
+    # average ranks (1-based): a tied block spanning ranks lo..hi gets (lo + hi) / 2
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    upper = np.cumsum(counts)
+    ranks = (upper - (counts - 1) / 2.0)[inverse.reshape(-1)]
     return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
