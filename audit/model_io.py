@@ -1,18 +1,103 @@
 """Detect and load checkpoint formats safely; write prune-audit checkpoints.
 
-Owns: reading model files (SPEC §3.1) and ``save_checkpoint``. Must not touch devices
-(everything loads on CPU) or run code from a file unless the user passed
-``--trust-checkpoint``.
+Owns: reading model files (SPEC §3.1) — prune-audit checkpoints, raw/wrapped state_dicts,
+TorchScript, ``torch.export`` programs and (only with ``--trust-checkpoint``) pickled
+modules — rebuilding architectures from ``torchvision:NAME`` / ``package.module:factory``
+strings, and ``save_checkpoint``. Must not touch devices (everything loads on CPU), widen
+``torch.serialization``'s allowlist of globals, or run code named by a file (pickle
+callables, factories, exported-program payloads) unless the user confirmed it with ``--arch``
+or ``--trust-checkpoint``.
+
+Loading rules
+-------------
+* Plain ``torch.save`` files are read with ``torch.load(weights_only=True)``; if that
+  refuses the file (it holds pickled objects, e.g. a whole ``nn.Module``), loading stops with
+  a ``CheckpointError`` unless ``trust_checkpoint`` is set.
+* ``torch.export.load`` is *not* safe on untrusted files: in torch 2.15 it unpickles
+  payloads marked ``use_pickle`` and opaque/custom objects, retries sample inputs with
+  ``weights_only=False``, evaluates symbolic-shape strings with ``sympy.sympify`` (``eval``),
+  resolves graph targets by name from ``torch`` and loads AOTInductor shared libraries. So
+  an archive is first scanned (:func:`_pt2_unsafe_reasons`) and anything outside a plain
+  tensor program is refused without ``trust_checkpoint``; the module is built with
+  ``ep.module(check_guards=False)``, which does not ``exec`` the archive's guard code.
+* TorchScript archives are loaded with ``torch.jit.load``: their code is TorchScript, which
+  cannot call Python, and their pickles go through TorchScript's restricted unpickler.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+import ast
+import difflib
+import importlib
+import io
+import json
+import pickle
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
 
 import torch
 
+from audit.errors import CheckpointError
+
 CHECKPOINT_FORMAT = "prune-audit/1"
+
+Format = Literal["prune-audit", "state_dict", "torchscript", "export", "pickle"]
+Task = Literal["multilabel", "binary", "multiclass"]
+TASKS = ("multilabel", "binary", "multiclass")
+
+#: Keys that hold the weights in the usual training-checkpoint wrappers, in priority order
+#: (the non-EMA weights win when a file holds both).
+WRAPPER_KEYS = ("state_dict", "model", "model_ema", "ema", "net")
+
+#: Module names (digits stripped) that mark a classifier layer, e.g. ``fc``, ``classifier.6``,
+#: ``heads.head``, ``last_linear``.
+CLASSIFIER_NAMES = frozenset({"fc", "classifier", "head", "heads", "last_linear", "logits"})
+
+_EXAMPLE_ARCH = "--arch torchvision:resnet18"
+_IMPORT_ARCH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+@dataclass
+class LoadedModel:
+    """A model read from disk, ready for inference on CPU.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        In eval mode, on CPU.
+    format : {"prune-audit", "state_dict", "torchscript", "export", "pickle"}
+        What the file was.
+    arch : str or None
+        The architecture string used to rebuild it (None for TorchScript/export/pickle).
+    outputs : list of str or None
+        Output names, when the checkpoint records them.
+    num_outputs : int or None
+        Output count: the recorded outputs, else the rows of the classifier weight (see
+        :func:`infer_num_outputs`); None when unknown. A hint: the runner still checks the
+        width of the first batch of logits.
+    task : {"multilabel", "binary", "multiclass"} or None
+        Recorded task, if any.
+    preprocess : dict
+        Subset of ``image_size``/``mean``/``std`` from the checkpoint (``{}`` when none; an
+        exported program with a fixed input size contributes ``image_size``).
+    """
+
+    model: torch.nn.Module
+    format: Format
+    arch: str | None = None
+    outputs: list[str] | None = None
+    num_outputs: int | None = None
+    task: str | None = None
+    preprocess: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of parameter elements."""
+        return sum(p.numel() for p in self.model.parameters())
 
 
 def save_checkpoint(
@@ -63,3 +148,829 @@ def save_checkpoint(
     torch.save(payload, tmp)
     tmp.replace(path)
     return path
+
+
+# ---------------------------------------------------------------------------- entry point
+def load_model(
+    path: str | Path, *, arch: str | None = None, trust_checkpoint: bool = False
+) -> LoadedModel:
+    """Load a model file of any supported format, safely, on CPU, in eval mode.
+
+    Parameters
+    ----------
+    path : str or Path
+        The model file.
+    arch : str, optional
+        ``--arch``: ``torchvision:NAME`` or ``package.module:factory``. Required for raw
+        state_dicts; for prune-audit checkpoints it overrides (and confirms) the recorded one.
+    trust_checkpoint : bool, default False
+        ``--trust-checkpoint``: allow formats whose loading executes code from the file
+        (pickled modules, exported programs with pickled payloads, factories named inside a
+        checkpoint).
+
+    Returns
+    -------
+    LoadedModel
+        The module and what the file recorded about it.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, unreadable or unrecognised file; a file that needs code execution without
+        ``trust_checkpoint``; a state_dict without ``--arch``; weights that do not fit the
+        architecture. The message names the file and the fix.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(
+            f"Model file {str(p)!r} does not exist; pass the path of a checkpoint as the first "
+            "argument of `prune-audit check MODEL DATA`."
+        )
+    if not p.is_file():
+        raise CheckpointError(
+            f"Model path {str(p)!r} is a directory, not a checkpoint file; pass the .pt/.pt2 "
+            "file itself."
+        )
+    try:
+        with p.open("rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise CheckpointError(
+            f"Cannot read model file {str(p)!r} ({e.strerror or e}); check its permissions."
+        ) from e
+    kind = _sniff(p)
+    if kind == "torchscript":
+        return _load_torchscript(p)
+    if kind == "export":
+        return _load_export(p, trust_checkpoint=trust_checkpoint)
+    obj, pickled = _torch_load(p, trust_checkpoint=trust_checkpoint)
+    return _from_object(obj, p, arch=arch, trust_checkpoint=trust_checkpoint, pickled=pickled)
+
+
+def _sniff(path: Path) -> Literal["torchscript", "export", "torch"]:
+    """Tell TorchScript and torch.export archives from ``torch.save`` files by their entries."""
+    try:
+        if not zipfile.is_zipfile(path):
+            if path.suffix.lower() == ".pt2":
+                raise CheckpointError(
+                    f"{str(path)!r} has the .pt2 suffix but is not a zip archive, so it is not a "
+                    "torch.export program (truncated or corrupt?); re-export it with "
+                    "torch.export.save(torch.export.export(model.eval(), (example,)), path)."
+                )
+            return "torch"
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return "torch"  # torch.load reports what is wrong
+    inner = {PurePosixPath(n).parts[1] for n in names if len(PurePosixPath(n).parts) > 1}
+    if "constants.pkl" in inner or "code" in inner:
+        return "torchscript"
+    if "archive_format" in inner or "models" in inner:
+        return "export"
+    return "torch"
+
+
+# ---------------------------------------------------------------------------- torch.save files
+def _torch_load(path: Path, *, trust_checkpoint: bool) -> tuple[Any, bool]:
+    """``torch.load`` with ``weights_only=True``; unpickle fully only when trusted.
+
+    Returns the object and whether it came from a full (code-executing) unpickle.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), False
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise _unreadable(path, e) from e
+        if not trust_checkpoint:
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+            what = f" (it references {found.group(1)})" if found else ""
+            raise CheckpointError(
+                f"{str(path)!r} is not a plain weights file: it contains pickled Python "
+                f"objects{what}, typically a whole nn.Module saved with torch.save(model) or a "
+                "training checkpoint holding non-tensor objects. Loading it would execute "
+                "arbitrary code from the file, so prune-audit refuses. Safe alternatives: save "
+                f"model.state_dict() and pass --arch (e.g. {_EXAMPLE_ARCH} or --arch "
+                "mypkg.models:build_model), write it with audit.save_checkpoint(...), or save "
+                "it as TorchScript (torch.jit.save) or a torch.export program "
+                "(torch.export.save). If you trust the file and where it came from, pass "
+                "--trust-checkpoint to load it anyway."
+            ) from None
+    except Exception as e:  # torch.load raises many types for files that are not checkpoints
+        raise _unreadable(path, e) from e
+    try:
+        # The user vouched for the file with --trust-checkpoint: full unpickling runs its code.
+        return torch.load(path, map_location="cpu", weights_only=False), True
+    except Exception as e:
+        hint = ""
+        if isinstance(e, (AttributeError, ImportError)):
+            hint = (
+                " The classes it was pickled with must be importable under the same module "
+                "names (a class defined in a training script's __main__ cannot be found)."
+            )
+        raise CheckpointError(
+            f"Loading {str(path)!r} with --trust-checkpoint failed ({type(e).__name__}: {e})."
+            f"{hint} Prefer saving model.state_dict() and passing --arch, or audit."
+            "save_checkpoint(...)."
+        ) from e
+
+
+def _unreadable(path: Path, err: BaseException) -> CheckpointError:
+    detail = str(err).split("\n")[0][:200]
+    what = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+    return CheckpointError(
+        f"Cannot read {str(path)!r} as a PyTorch checkpoint ({what}); "
+        "the file is truncated, corrupt or not a model file. Expected a file written by "
+        "torch.save (a state_dict or audit.save_checkpoint), torch.jit.save or "
+        "torch.export.save; re-save or re-download it."
+    )
+
+
+def _from_object(
+    obj: Any, path: Path, *, arch: str | None, trust_checkpoint: bool, pickled: bool
+) -> LoadedModel:
+    """Turn what ``torch.load`` returned into a model."""
+    if isinstance(obj, torch.nn.Module):
+        return _loaded_module(obj, "pickle")
+    if not isinstance(obj, dict):
+        raise CheckpointError(
+            f"{str(path)!r} holds a {type(obj).__name__}, not a model: expected a state_dict, a "
+            "dict wrapping one (state_dict/model/model_ema/ema/net), or an audit."
+            "save_checkpoint file."
+        )
+    fmt = obj.get("format")
+    if isinstance(fmt, str) and fmt.startswith("prune-audit/"):
+        if fmt != CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"{str(path)!r} is a prune-audit checkpoint of format {fmt!r}, but this version "
+                f"reads {CHECKPOINT_FORMAT!r}; upgrade prune-audit or re-save the checkpoint."
+            )
+        return _from_prune_audit(obj, path, arch=arch, trust_checkpoint=trust_checkpoint)
+    if pickled:
+        for key in WRAPPER_KEYS:
+            if isinstance(obj.get(key), torch.nn.Module):
+                return _loaded_module(obj[key], "pickle")
+    state_dict = _find_state_dict(obj)
+    if state_dict is None:
+        keys = ", ".join(repr(k) for k in list(obj)[:10])
+        raise CheckpointError(
+            f"{str(path)!r} holds a dict without model weights (keys: {keys}); expected a "
+            "state_dict (parameter name -> tensor) or a dict holding one under 'state_dict', "
+            "'model', 'model_ema', 'ema' or 'net'. Save model.state_dict() and pass --arch."
+        )
+    state_dict = _clean_keys(state_dict, path)
+    if arch is None:
+        keys = ", ".join(repr(k) for k in list(state_dict)[:6])
+        raise CheckpointError(
+            f"{str(path)!r} is a raw state_dict ({len(state_dict)} tensors; keys {keys}, ...), "
+            "which holds weights but not the architecture; pass --arch to say how to build the "
+            f"model, e.g. {_EXAMPLE_ARCH} or --arch mypkg.models:build_model (a factory called "
+            "with num_outputs=N), or save it with audit.save_checkpoint(...)."
+        )
+    found = infer_num_outputs(state_dict)
+    if found is None:
+        raise CheckpointError(
+            f"Cannot tell how many outputs the state_dict in {str(path)!r} has: no 2-D classifier "
+            "weight (fc/classifier/head/last Linear) was found. Save it with audit."
+            "save_checkpoint(..., outputs=[...]) so the output count is recorded."
+        )
+    model = build_arch(arch, found[0], allow_import=True)
+    _load_weights(model, state_dict, path, arch)
+    return LoadedModel(model=model.eval(), format="state_dict", arch=arch, num_outputs=found[0])
+
+
+def _loaded_module(module: torch.nn.Module, fmt: Format) -> LoadedModel:
+    module = module.to("cpu").eval()
+    found = infer_num_outputs(module.state_dict())
+    return LoadedModel(model=module, format=fmt, num_outputs=found[0] if found else None)
+
+
+def _find_state_dict(obj: dict[Any, Any], depth: int = 0) -> dict[str, torch.Tensor] | None:
+    """Return the tensors of a state_dict, or of one nested under a wrapper key."""
+    if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return obj
+    if depth < 2:
+        for key in WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, dict):
+                found = _find_state_dict(inner, depth + 1)
+                if found is not None:
+                    return found
+    return None
+
+
+def _clean_keys(state_dict: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Drop ``_orig_mod.`` (torch.compile) components and a ``module.`` prefix shared by all keys.
+
+    ``module.`` is stripped only when every key has it (DataParallel/DDP), so a real submodule
+    named ``module`` survives; ``_orig_mod`` never names a real submodule.
+    """
+    cleaned = {re.sub(r"(^|\.)_orig_mod\.", r"\1", k): v for k, v in state_dict.items()}
+    while cleaned and all(k.startswith("module.") for k in cleaned):
+        cleaned = {k[len("module.") :]: v for k, v in cleaned.items()}
+    if len(cleaned) != len(state_dict):
+        raise CheckpointError(
+            f"The state_dict in {str(path)!r} has keys that collide once the 'module.'/"
+            "'_orig_mod.' wrapper prefixes are removed; re-save model.state_dict() of the "
+            "unwrapped model."
+        )
+    return cleaned
+
+
+def infer_num_outputs(state_dict: dict[str, torch.Tensor]) -> tuple[int, str] | None:
+    """Read the output count from the classifier weight of a state_dict.
+
+    Rule: among ``*.weight`` tensors, the last 2-D one (in state_dict order, i.e. module
+    registration order) whose module path has a component named ``fc``, ``classifier``,
+    ``head``, ``heads``, ``last_linear`` or ``logits`` (trailing digits ignored, so ``fc8``
+    counts); failing that the last 2-D weight (the last Linear); failing that the last 1×1
+    convolution under such a name (SqueezeNet). Its first dimension is the output count.
+
+    Parameters
+    ----------
+    state_dict : dict of str to torch.Tensor
+        Weights, prefixes already stripped.
+
+    Returns
+    -------
+    (int, str) or None
+        The output count and the key it was read from; None when nothing qualifies.
+    """
+    weights = [(k, v) for k, v in state_dict.items() if k == "weight" or k.endswith(".weight")]
+
+    def named(key: str) -> bool:
+        return any(part.rstrip("0123456789") in CLASSIFIER_NAMES for part in key.split(".")[:-1])
+
+    for pick in (
+        lambda k, v: v.ndim == 2 and named(k),
+        lambda k, v: v.ndim == 2,
+        lambda k, v: v.ndim == 4 and tuple(v.shape[2:]) == (1, 1) and named(k),
+    ):
+        hits = [(k, v) for k, v in weights if pick(k, v)]
+        if hits:
+            k, v = hits[-1]
+            return int(v.shape[0]), k
+    return None
+
+
+def _load_weights(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: Path, arch: str
+) -> None:
+    """``load_state_dict(strict=True)`` with a message listing what does not match."""
+    own = model.state_dict()
+    shapes = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state_dict.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    missing: list[str] = []
+    unexpected: list[str] = []
+    if not shapes:
+        result = model.load_state_dict(state_dict, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if shapes or missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:4])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:4])})")
+        if shapes:
+            parts.append(
+                f"{len(shapes)} with other shapes (file vs model: {'; '.join(shapes[:3])})"
+            )
+        raise CheckpointError(
+            f"The weights in {str(path)!r} do not fit architecture {arch!r}: "
+            f"{'; '.join(parts)}. Check that --arch (and its arguments) is the architecture the "
+            "weights were trained with."
+        )
+
+
+# ---------------------------------------------------------------------------- prune-audit files
+def _from_prune_audit(
+    obj: dict[str, Any], path: Path, *, arch: str | None, trust_checkpoint: bool
+) -> LoadedModel:
+    """Rebuild a model from an ``audit.save_checkpoint`` file."""
+
+    def bad(key: str, expected: str) -> CheckpointError:
+        return CheckpointError(
+            f"The prune-audit checkpoint {str(path)!r} has an invalid {key!r} entry ({expected}, "
+            f"got {type(obj.get(key)).__name__}: {str(obj.get(key))[:80]!r}); re-save it with "
+            "audit.save_checkpoint(...)."
+        )
+
+    recorded = obj.get("arch")
+    if not isinstance(recorded, str) or not recorded:
+        raise bad("arch", "a non-empty string such as 'torchvision:resnet18'")
+    state_dict = obj.get("state_dict")
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
+    ):
+        raise bad("state_dict", "a dict of parameter name -> tensor")
+    outputs = obj.get("outputs")
+    if outputs is not None and (
+        not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs)
+    ):
+        raise bad("outputs", "a list of output names")
+    task = obj.get("task")
+    if task is not None and task not in TASKS:
+        raise bad("task", f"one of {', '.join(TASKS)}")
+    arch_kwargs = obj.get("arch_kwargs") or {}
+    if not isinstance(arch_kwargs, dict) or not all(isinstance(k, str) for k in arch_kwargs):
+        raise bad("arch_kwargs", "a dict of keyword arguments")
+    preprocess = _preprocess(obj.get("preprocess"), path)
+
+    state_dict = _clean_keys(state_dict, path)
+    chosen = arch or recorded
+    num_outputs = len(outputs) if outputs else None
+    if num_outputs is None:
+        found = infer_num_outputs(state_dict)
+        if found is None:
+            raise bad("outputs", "the output names (no classifier weight to count them from)")
+        num_outputs = found[0]
+    allow = (
+        arch is not None
+        or trust_checkpoint
+        or chosen.startswith("torchvision:")
+        or chosen.startswith("audit.")
+    )
+    model = build_arch(chosen, num_outputs, arch_kwargs=arch_kwargs, allow_import=allow)
+    _load_weights(model, state_dict, path, chosen)
+    return LoadedModel(
+        model=model.eval(),
+        format="prune-audit",
+        arch=chosen,
+        outputs=list(outputs) if outputs else None,
+        num_outputs=num_outputs,
+        task=task,
+        preprocess=preprocess,
+    )
+
+
+def _preprocess(raw: Any, path: Path) -> dict[str, Any]:
+    """Validate recorded preprocessing; keep its ``image_size``/``mean``/``std``."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise CheckpointError(
+            f"The 'preprocess' entry of {str(path)!r} is a {type(raw).__name__}, expected a dict "
+            "like {'image_size': 224, 'mean': [...], 'std': [...]}; re-save the checkpoint."
+        )
+    out: dict[str, Any] = {}
+    size = raw.get("image_size")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise CheckpointError(
+                f"preprocess['image_size'] in {str(path)!r} is {size!r}; expected a positive "
+                "integer. Re-save the checkpoint or pass --image-size."
+            )
+        out["image_size"] = int(size)
+    for key in ("mean", "std"):
+        value = raw.get(key)
+        if value is None:
+            continue
+        ok = (
+            isinstance(value, (list, tuple))
+            and len(value) in (1, 3)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+            and (key == "mean" or all(x > 0 for x in value))
+        )
+        if not ok:
+            raise CheckpointError(
+                f"preprocess[{key!r}] in {str(path)!r} is {value!r}; expected 3 numbers (one per "
+                f"RGB channel{', all positive' if key == 'std' else ''}). Re-save the checkpoint "
+                f"or pass --{key}."
+            )
+        out[key] = [float(x) for x in value]
+    return out
+
+
+# ---------------------------------------------------------------------------- architectures
+def build_arch(
+    arch: str,
+    num_outputs: int,
+    *,
+    arch_kwargs: dict[str, Any] | None = None,
+    allow_import: bool,
+) -> torch.nn.Module:
+    """Build an untrained model from an architecture string.
+
+    Parameters
+    ----------
+    arch : str
+        ``torchvision:NAME`` → ``torchvision.models.get_model(NAME, weights=None,
+        num_classes=num_outputs, **arch_kwargs)`` (never downloads weights);
+        ``package.module:factory`` → import and call ``factory(num_outputs=num_outputs,
+        **arch_kwargs)``.
+    num_outputs : int
+        Width of the classifier.
+    arch_kwargs : dict, optional
+        Extra keyword arguments for the builder.
+    allow_import : bool
+        Whether a ``package.module:factory`` string may be imported. Callers pass True only
+        for strings the user typed (``--arch``), ``audit.*`` factories, or with
+        ``--trust-checkpoint``: importing a module named inside a file runs its code.
+
+    Returns
+    -------
+    torch.nn.Module
+        The freshly built model (random weights).
+
+    Raises
+    ------
+    CheckpointError
+        Malformed string, unknown torchvision model, import refused or failing, a factory
+        that does not accept ``num_outputs`` or does not return an ``nn.Module``.
+    """
+    kwargs = dict(arch_kwargs or {})
+    if not isinstance(arch, str) or ":" not in arch:
+        raise CheckpointError(
+            f"Architecture {arch!r} is not of the form 'torchvision:NAME' or "
+            f"'package.module:factory'; e.g. {_EXAMPLE_ARCH}."
+        )
+    prefix, _, name = arch.partition(":")
+    if prefix == "torchvision":
+        return _build_torchvision(name, num_outputs, kwargs)
+    if not _IMPORT_ARCH.fullmatch(arch) or any(
+        part.startswith("_") for part in re.split(r"[.:]", arch)
+    ):
+        raise CheckpointError(
+            f"Architecture {arch!r} is not a valid 'package.module:factory' reference (dotted "
+            "module path, a colon, a public factory name); e.g. --arch mypkg.models:build_model."
+        )
+    if not allow_import:
+        raise CheckpointError(
+            f"The checkpoint asks to build its model with {arch!r}, which means importing and "
+            "running code named by the file; prune-audit only does that on its own for "
+            "'torchvision:*' and 'audit.*' architectures. If you know this factory and trust "
+            f"it, confirm by passing --arch {arch} (the same value), or pass --trust-checkpoint."
+        )
+    try:
+        target: Any = importlib.import_module(prefix)
+        for part in name.split("."):
+            target = getattr(target, part)
+    except ImportError as e:
+        raise CheckpointError(
+            f"Cannot import module {prefix!r} for architecture {arch!r} ({e}); install the "
+            "package that defines it or add its folder to PYTHONPATH."
+        ) from e
+    except AttributeError as e:
+        raise CheckpointError(
+            f"Module {prefix!r} has no factory {name!r} (architecture {arch!r}); check the name "
+            "after the colon."
+        ) from e
+    if not callable(target):
+        raise CheckpointError(f"{arch!r} names a {type(target).__name__}, not a factory.")
+    try:
+        model = target(num_outputs=num_outputs, **kwargs)
+    except TypeError as e:
+        raise CheckpointError(
+            f"Calling factory {arch!r} with num_outputs={num_outputs}"
+            f"{''.join(f', {k}={v!r}' for k, v in kwargs.items())} failed ({e}); the factory "
+            "must accept a num_outputs keyword argument (plus the recorded arch_kwargs)."
+        ) from e
+    if not isinstance(model, torch.nn.Module):
+        raise CheckpointError(
+            f"Factory {arch!r} returned a {type(model).__name__}, not a torch.nn.Module."
+        )
+    return model
+
+
+def _build_torchvision(name: str, num_outputs: int, kwargs: dict[str, Any]) -> torch.nn.Module:
+    import torchvision
+
+    for reserved in ("weights", "num_classes"):
+        if reserved in kwargs:
+            raise CheckpointError(
+                f"arch_kwargs for torchvision:{name} may not set {reserved!r} (prune-audit sets "
+                "num_classes from the outputs and never downloads weights); remove it."
+            )
+    available = torchvision.models.list_models()
+    if name not in available:
+        close = difflib.get_close_matches(name, available, n=3)
+        raise CheckpointError(
+            f"torchvision has no model named {name!r}"
+            f"{' (did you mean ' + ', '.join(close) + '?)' if close else ''}; see "
+            "torchvision.models.list_models() for the names, e.g. --arch torchvision:resnet18."
+        )
+    try:
+        return torchvision.models.get_model(name, weights=None, num_classes=num_outputs, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"Building torchvision:{name} with num_classes={num_outputs} and {kwargs!r} failed "
+            f"({e}); check the architecture arguments."
+        ) from e
+
+
+# ---------------------------------------------------------------------------- TorchScript
+def _load_torchscript(path: Path) -> LoadedModel:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript deprecation notice
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:  # the C++ reader raises RuntimeError and friends
+        raise CheckpointError(
+            f"Cannot load {str(path)!r} as TorchScript ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}); the archive is truncated, "
+            "corrupt or from an incompatible PyTorch. Re-save it with torch.jit.save."
+        ) from e
+    return _loaded_module(module, "torchscript")
+
+
+# ---------------------------------------------------------------------------- torch.export
+def _load_export(path: Path, *, trust_checkpoint: bool) -> LoadedModel:
+    if not trust_checkpoint:
+        reasons = _pt2_unsafe_reasons(path)
+        if reasons:
+            raise CheckpointError(
+                f"{str(path)!r} is a torch.export archive whose loading could execute code from "
+                f"the file: {'; '.join(reasons[:3])}. torch.export.load unpickles such parts. "
+                "Re-export a plain tensor program (torch.export.export(model.eval(), "
+                "(example,)) without custom objects or AOTInductor artifacts), save "
+                "model.state_dict() and pass --arch, or pass --trust-checkpoint if you trust "
+                "the file."
+            )
+    try:
+        with path.open("rb") as f:
+            program = torch.export.load(f)
+    except Exception as e:
+        raise CheckpointError(
+            f"Cannot load {str(path)!r} as a torch.export program ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}); it is corrupt or from an "
+            "incompatible PyTorch version. Re-export it with this PyTorch."
+        ) from e
+    _refuse_training_graph(program, path)
+    user_inputs = list(program.graph_signature.user_inputs)
+    if len(user_inputs) != 1:
+        raise CheckpointError(
+            f"The exported program in {str(path)!r} takes {len(user_inputs)} inputs; prune-audit "
+            "feeds a single image batch (N, 3, H, W). Export a module whose forward takes one "
+            "tensor."
+        )
+    placeholder = next(
+        n for n in program.graph.nodes if n.op == "placeholder" and n.name == user_inputs[0]
+    )
+    shape = tuple(placeholder.meta["val"].shape)
+    lo, hi = _batch_range(program, shape[0])
+    preprocess: dict[str, Any] = {}
+    if len(shape) == 4 and all(isinstance(s, int) for s in shape[2:]) and shape[2] == shape[3]:
+        preprocess["image_size"] = int(shape[2])
+    module = ExportedProgramModule(program.module(check_guards=False), lo, hi)
+    found = infer_num_outputs(module.state_dict())
+    return LoadedModel(
+        model=module,
+        format="export",
+        num_outputs=found[0] if found else None,
+        preprocess=preprocess,
+    )
+
+
+def _batch_range(program: Any, dim: Any) -> tuple[int, int | None]:
+    """Batch sizes the program accepts: fixed when exported without a dynamic batch dim."""
+    if isinstance(dim, int):
+        return dim, dim
+    ranges = program.range_constraints.get(dim.node.expr)
+    if ranges is None:
+        return 1, None
+    lo = max(1, int(ranges.lower))
+    try:
+        hi: int | None = int(ranges.upper)
+    except (TypeError, ValueError, OverflowError):
+        hi = None  # unbounded (int_oo)
+    return lo, hi
+
+
+def _refuse_training_graph(program: Any, path: Path) -> None:
+    """Refuse graphs traced in training mode (exported graphs freeze train/eval behaviour)."""
+    for node in program.graph.nodes:
+        target = str(node.target)
+        if node.op != "call_function" or not ("batch_norm" in target or "dropout" in target):
+            continue
+        schema = getattr(node.target, "_schema", None)
+        names = [a.name for a in schema.arguments] if schema is not None else []
+        values = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
+        if (
+            "_native_batch_norm_legit." in target
+            or "_native_batch_norm_legit_functional" in target
+            or values.get("training") is True
+            or ("dropout" in target and values.get("train") is True)
+        ):
+            raise CheckpointError(
+                f"The program in {str(path)!r} was exported in training mode ({target} runs with "
+                "batch statistics/dropout), so its outputs depend on the batch. Re-export after "
+                "model.eval()."
+            )
+
+
+class ExportedProgramModule(torch.nn.Module):
+    """Wrap ``ExportedProgram.module()`` as an inference-only ``nn.Module``.
+
+    Exported graphs bake in eval-mode BatchNorm and dropout and refuse ``train()``/``eval()``;
+    this wrapper accepts ``eval()`` (a no-op), refuses ``train()`` with a CheckpointError (BN
+    recalibration and fine-tuning need a rebuildable architecture), and feeds batches of any
+    size by splitting them into chunks the program accepts (a program exported with a fixed
+    batch size B runs on chunks of B, the last one padded by repeating its final image).
+    """
+
+    def __init__(self, program: torch.nn.Module, min_batch: int, max_batch: int | None) -> None:
+        super().__init__()
+        self.program = program
+        self.min_batch = min_batch
+        self.max_batch = max_batch
+        self.train(False)
+
+    def train(self, mode: bool = True) -> ExportedProgramModule:
+        """Set eval mode; training mode is not available for exported programs."""
+        if mode:
+            raise CheckpointError(
+                "A torch.export program runs in the mode it was exported in (eval), so it "
+                "cannot be switched to training mode for BatchNorm recalibration or "
+                "fine-tuning; use --recovery none, or load the model from a state_dict with "
+                "--arch (or an audit.save_checkpoint file)."
+            )
+        for m in self.modules():
+            m.training = False
+        return self
+
+    def forward(self, x: torch.Tensor) -> Any:
+        """Run the program on ``x``, chunking/padding the batch to sizes it accepts."""
+        n = x.shape[0]
+        if n >= self.min_batch and (self.max_batch is None or n <= self.max_batch):
+            return self.program(x)
+        step = self.max_batch or max(n, self.min_batch)
+        outs = []
+        for a in range(0, n, step):
+            chunk = x[a : a + step]
+            k = chunk.shape[0]
+            if k < self.min_batch:
+                pad = chunk[-1:].expand(self.min_batch - k, *chunk.shape[1:])
+                chunk = torch.cat([chunk, pad])
+            out = self.program(chunk)
+            if not isinstance(out, torch.Tensor):
+                raise CheckpointError(
+                    f"The exported program returns a {type(out).__name__}; prune-audit needs a "
+                    "single logits tensor (N, outputs)."
+                )
+            outs.append(out[:k])
+        return torch.cat(outs)
+
+
+# ---------------------------------------------------------------------------- .pt2 safety scan
+_PT2_ENTRIES = [
+    re.compile(p)
+    for p in (
+        r"archive_format",
+        r"archive_version",
+        r"byteorder",
+        r"version",
+        r"\.data/[\w.]+",
+        r"models/[\w.-]+\.json",
+        r"data/weights/[\w.-]+",
+        r"data/constants/[\w.-]+",
+        r"data/sample_inputs/[\w.-]+\.pt",
+        r"extra/[^/]+",
+    )
+]
+_OP_TARGET = re.compile(r"torch\.ops\.(aten|prims|higher_order)\.[a-z][a-z0-9_]*(\.[A-Za-z0-9_]+)?")
+_OPERATOR_FUNCS = frozenset(
+    "getitem add sub mul truediv floordiv mod pow neg pos abs eq ne lt le gt ge and_ or_ not_"
+    " invert".split()
+)
+_SYM_CALLS = frozenset(
+    "Symbol Integer Rational Float Eq Ne Lt Le Gt Ge And Or Not Abs Max Min Mod floor ceiling"
+    " sqrt FloorDiv ModularIndexing Where PythonMod CleanDiv CeilToInt FloorToInt CeilDiv"
+    " LShift RShift PowByNatural FloatPow FloatTrueDiv IntTrueDiv TruncToFloat TruncToInt"
+    " RoundToInt RoundDecimal ToFloat Identity IsNonOverlappingAndDenseIndicator".split()
+)
+_SYM_CONSTANTS = frozenset({"oo", "zoo", "nan", "true", "false", "int_oo"})
+_SYMBOL_NAME = re.compile(r"[A-Za-z]+\d+")
+
+
+def _safe_target(target: str) -> bool:
+    if "__" in target:
+        return False
+    if _OP_TARGET.fullmatch(target):
+        return True
+    if target.startswith("_operator."):
+        return target[len("_operator.") :] in _OPERATOR_FUNCS
+    return re.fullmatch(r"math\.[a-z]+", target) is not None
+
+
+def _safe_sym_expr(text: str) -> bool:
+    """Whether a symbolic-shape string only builds sympy numbers, symbols and arithmetic."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError):
+        return False
+    allowed = (
+        ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.Load,
+        ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
+        ast.USub, ast.UAdd, ast.Not, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE,
+        ast.And, ast.Or, ast.Call, ast.Name, ast.Constant, ast.keyword,
+    )  # fmt: skip
+    for node in ast.walk(tree):
+        if not isinstance(node, allowed):
+            return False
+        if isinstance(node, ast.Call) and not (
+            isinstance(node.func, ast.Name) and node.func.id in _SYM_CALLS
+        ):
+            return False
+        if isinstance(node, ast.Name) and not (
+            node.id in _SYM_CALLS or node.id in _SYM_CONSTANTS or _SYMBOL_NAME.fullmatch(node.id)
+        ):
+            return False
+        if isinstance(node, ast.Constant) and not (
+            isinstance(node.value, (int, float, bool))
+            or (isinstance(node.value, str) and _SYMBOL_NAME.fullmatch(node.value))
+        ):
+            return False
+        if isinstance(node, ast.keyword) and not (
+            node.arg is not None
+            and node.arg.isidentifier()
+            and not node.arg.startswith("_")
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, bool)
+        ):
+            return False
+    return True
+
+
+def _pt2_unsafe_reasons(path: Path) -> list[str]:
+    """List what in a ``.pt2`` archive would make ``torch.export.load`` run code from it.
+
+    Fails closed: entries, payload kinds, graph targets and symbolic expressions outside a
+    plain tensor program are all reported. An empty list means the archive holds only JSON,
+    raw tensor bytes and weights-only pickles of tensors.
+    """
+    reasons: list[str] = []
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if len(set(names)) != len(names):
+                return ["the zip repeats entry names (readers may disagree on which is used)"]
+            tops = {n.split("/", 1)[0] for n in names}
+            if len(tops) != 1:
+                return [f"entries under several top-level folders ({', '.join(sorted(tops))})"]
+            files = {n.split("/", 1)[1]: n for n in names if "/" in n and not n.endswith("/")}
+            for rel in files:
+                if not any(p.fullmatch(rel) for p in _PT2_ENTRIES):
+                    reasons.append(f"unexpected entry {rel!r}")
+            for rel, full in files.items():
+                data = zf.read(full)
+                if rel.endswith("_config.json") and rel.startswith(
+                    ("data/weights/", "data/constants/")
+                ):
+                    reasons += _payload_reasons(rel, data)
+                elif rel.endswith(".pt"):
+                    try:
+                        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+                    except Exception:
+                        reasons.append(f"{rel!r} is a pickle that is not weights-only")
+                elif rel.startswith("models/"):
+                    reasons += _graph_reasons(rel, data)
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
+        return [f"the archive cannot be read ({type(e).__name__}: {e})"]
+    return reasons
+
+
+def _payload_reasons(rel: str, data: bytes) -> list[str]:
+    try:
+        config = json.loads(data).get("config", {})
+    except (ValueError, AttributeError):
+        return [f"{rel!r} is not valid JSON"]
+    out = []
+    for name, meta in config.items() if isinstance(config, dict) else []:
+        if not isinstance(meta, dict):
+            out.append(f"{rel!r} entry {name!r} is malformed")
+        elif meta.get("use_pickle"):
+            out.append(f"{name!r} in {rel!r} is stored as a pickle")
+        elif rel.startswith("data/constants/") and not str(meta.get("path_name", "")).startswith(
+            "tensor_"
+        ):
+            out.append(f"constant {name!r} is a custom/opaque object (unpickled on load)")
+    return out
+
+
+def _graph_reasons(rel: str, data: bytes) -> list[str]:
+    try:
+        tree = json.loads(data)
+    except ValueError:
+        return [f"{rel!r} is not valid JSON"]
+    out: list[str] = []
+    stack: list[Any] = [tree]
+    while stack and len(out) < 5:
+        obj = stack.pop()
+        if isinstance(obj, dict):
+            target = obj.get("target")
+            if isinstance(target, str) and "inputs" in obj and not _safe_target(target):
+                out.append(f"graph calls {target[:80]!r}")
+            for key, value in obj.items():
+                if key == "as_operator" and isinstance(value, str) and not _safe_target(value):
+                    out.append(f"graph passes operator {value[:80]!r}")
+                elif key == "expr_str" and isinstance(value, str) and not _safe_sym_expr(value):
+                    out.append(f"symbolic shape {value[:80]!r} is not a plain expression")
+                elif key in ("custom_obj_values", "as_custom_obj") and value:
+                    out.append("graph uses custom (torchbind) objects")
+                else:
+                    stack.append(value)
+        elif isinstance(obj, list):
+            stack.extend(obj)
+    return out
