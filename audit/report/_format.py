@@ -1,0 +1,306 @@
+"""Number and text formatting shared by the Markdown and HTML renderers.
+
+Owns: how a number, an interval, a sparsity or an undefined value reads in a report.
+Must not: compute a metric. Every value shown comes from the report dict as it is; a value
+of ``None`` is undefined and reads "n/a (reason)", never 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+NA = "n/a"
+
+#: Gap metrics shown in per-group tables, in reading order.
+GAP_METRICS: tuple[str, ...] = (
+    "fnr_gap",
+    "fpr_gap",
+    "accuracy_gap",
+    "tpr_gap",
+    "demographic_parity_difference",
+    "equalized_odds_difference",
+    "uncertainty_gap",
+)
+
+
+def is_number(value: Any) -> bool:
+    """Say whether ``value`` is a real number (not a bool, not None, not NaN).
+
+    Parameters
+    ----------
+    value : Any
+        Anything read from the report dict.
+
+    Returns
+    -------
+    bool
+        True for finite ints and floats.
+    """
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+def na(reason: str | None = None) -> str:
+    """Text for an undefined value: ``"n/a (reason)"`` or ``"n/a"`` without a reason.
+
+    Parameters
+    ----------
+    reason : str or None
+        Why the value could not be estimated, as given in the report.
+
+    Returns
+    -------
+    str
+        The unescaped text.
+    """
+    return f"{NA} ({reason})" if reason else NA
+
+
+def fmt_num(value: Any, *, digits: int = 3, reason: str | None = None) -> str:
+    """Format a plain number with ``digits`` decimals; undefined reads "n/a (reason)".
+
+    Parameters
+    ----------
+    value : Any
+        The number, or None when undefined.
+    digits : int
+        Decimals shown.
+    reason : str or None
+        Reason shown when ``value`` is undefined.
+
+    Returns
+    -------
+    str
+        The unescaped text.
+    """
+    if not is_number(value):
+        return na(reason)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def fmt_signed(value: Any, *, digits: int = 3, reason: str | None = None) -> str:
+    """Format a change with an explicit sign (``+0.081``, ``-0.004``).
+
+    Parameters
+    ----------
+    value : Any
+        The change, or None when undefined.
+    digits : int
+        Decimals shown.
+    reason : str or None
+        Reason shown when ``value`` is undefined.
+
+    Returns
+    -------
+    str
+        The unescaped text.
+    """
+    if not is_number(value):
+        return na(reason)
+    text = f"{float(value):+.{digits}f}"
+    # "-0.000" reads like a real decrease; a change that rounds to zero has no sign.
+    return text.replace("-", "+") if float(text) == 0 else text
+
+
+def fmt_ci(ci: Any, *, digits: int = 3) -> str:
+    """Format a confidence interval as ``[lo, hi]``; empty when there is none.
+
+    Parameters
+    ----------
+    ci : Any
+        A two-element sequence of numbers, or None.
+    digits : int
+        Decimals shown.
+
+    Returns
+    -------
+    str
+        ``"[0.052, 0.110]"`` or ``""``.
+    """
+    if isinstance(ci, Sequence) and len(ci) == 2 and all(is_number(c) for c in ci):
+        return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return ""
+
+
+def fmt_delta(d: Mapping[str, Any] | None, *, digits: int = 3) -> str:
+    """Format a ``D`` entry (value, ci, reason) as ``+0.081 [0.052, 0.110]``.
+
+    Parameters
+    ----------
+    d : Mapping or None
+        ``{"value": float|None, "ci": [lo, hi]|None, "reason": str|None}``.
+    digits : int
+        Decimals shown.
+
+    Returns
+    -------
+    str
+        The unescaped text; "n/a (reason)" when the value is undefined.
+    """
+    if not isinstance(d, Mapping):
+        return na("not in report")
+    text = fmt_signed(d.get("value"), digits=digits, reason=d.get("reason"))
+    ci = fmt_ci(d.get("ci"), digits=digits)
+    return f"{text} {ci}" if ci and is_number(d.get("value")) else text
+
+
+def fmt_estimate(e: Mapping[str, Any] | None, *, digits: int = 3) -> str:
+    """Format an estimate entry (value, reason) as a number or "n/a (reason)".
+
+    Parameters
+    ----------
+    e : Mapping or None
+        ``{"value": float|None, "reason": str|None}``.
+    digits : int
+        Decimals shown.
+
+    Returns
+    -------
+    str
+        The unescaped text.
+    """
+    if not isinstance(e, Mapping):
+        return na("not in report")
+    return fmt_num(e.get("value"), digits=digits, reason=e.get("reason"))
+
+
+def fmt_sparsity(value: Any) -> str:
+    """Format a sparsity as the shortest exact decimal (``0.9``, ``0.95``, ``0.99``).
+
+    Parameters
+    ----------
+    value : Any
+        Sparsity in [0, 1], or None.
+
+    Returns
+    -------
+    str
+        The text; "n/a" for None.
+    """
+    if not is_number(value):
+        return NA
+    return f"{float(value):.6g}"
+
+
+def fmt_pct(value: Any, *, reason: str | None = None) -> str:
+    """Format a rate in [0, 1] as a percentage with one decimal.
+
+    Parameters
+    ----------
+    value : Any
+        The rate, or None.
+    reason : str or None
+        Reason shown when ``value`` is undefined.
+
+    Returns
+    -------
+    str
+        ``"62.5%"`` or "n/a (reason)".
+    """
+    if not is_number(value):
+        return na(reason)
+    return f"{100 * float(value):.1f}%"
+
+
+def sort_key(value: Any) -> str:
+    """Machine-readable key an HTML table sorts by: ``repr`` of a number, else ``""``.
+
+    Parameters
+    ----------
+    value : Any
+        A number or None.
+
+    Returns
+    -------
+    str
+        ``""`` (sorts last) for undefined values.
+    """
+    return repr(float(value)) if is_number(value) else ""
+
+
+def get(obj: Any, *keys: str | int) -> Any:
+    """Walk nested dicts/lists, returning None as soon as a key is missing.
+
+    Parameters
+    ----------
+    obj : Any
+        The root (usually the report dict).
+    *keys : str or int
+        The path.
+
+    Returns
+    -------
+    Any
+        The value found, or None.
+    """
+    for key in keys:
+        if isinstance(obj, Mapping) and key in obj:
+            obj = obj[key]
+        elif isinstance(obj, list) and isinstance(key, int) and -len(obj) <= key < len(obj):
+            obj = obj[key]
+        else:
+            return None
+    return obj
+
+
+def levels(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Return the validated levels in report order (empty when not validated).
+
+    Parameters
+    ----------
+    report : Mapping
+        The report dict.
+
+    Returns
+    -------
+    list of Mapping
+        ``report["validation"]["levels"]`` or ``[]``.
+    """
+    found = get(report, "validation", "levels")
+    return [lv for lv in found if isinstance(lv, Mapping)] if isinstance(found, list) else []
+
+
+def verdict(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Read the verdict block, from ``verdict`` or, where absent, gate/forecast/validation.
+
+    Parameters
+    ----------
+    report : Mapping
+        The report dict.
+
+    Returns
+    -------
+    dict
+        ``passed`` (bool|None), ``headline`` (str), ``forecast`` (str|None),
+        ``max_safe_sparsity`` (float|None) and ``max_safe_reason`` (str).
+    """
+    v = report.get("verdict") if isinstance(report.get("verdict"), Mapping) else {}
+    passed = v.get("passed", get(report, "gate", "passed"))
+    forecast = v.get("forecast", get(report, "forecast", "verdict"))
+    if "max_safe_sparsity" in v:
+        safe = v.get("max_safe_sparsity")
+    else:
+        safe = get(report, "validation", "max_safe_sparsity")
+    checks = get(report, "gate", "checks") or []
+    failed = sum(1 for c in checks if isinstance(c, Mapping) and c.get("outcome") == "fail")
+    headline = v.get("headline") or (
+        f"Gate {'passed' if passed else 'failed'}: {failed} of {len(checks)} checks failed."
+    )
+    if report.get("validation") is None:
+        reason = "not validated: forecast only"
+    else:
+        reason = "no audited sparsity stays within the policy"
+    return {
+        "passed": passed if isinstance(passed, bool) else None,
+        "headline": str(headline),
+        "forecast": forecast if isinstance(forecast, str) else None,
+        "max_safe_sparsity": safe if is_number(safe) else None,
+        "max_safe_reason": reason,
+    }

@@ -1,0 +1,103 @@
+(function () {
+  "use strict";
+  var errors = window.__auditErrors || [];
+  var NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i;
+
+  function cellKey(row, col) {
+    var cell = row.cells[col];
+    if (!cell) return "";
+    var v = cell.getAttribute("data-v");
+    return v !== null ? v : cell.textContent.trim();
+  }
+
+  // Natural order: digit runs compare as numbers, other runs by lower-cased code units.
+  function natural(a, b) {
+    var x = a.toLowerCase().match(/\d+|\D+/g) || [];
+    var y = b.toLowerCase().match(/\d+|\D+/g) || [];
+    for (var i = 0; i < Math.min(x.length, y.length); i++) {
+      var p = x[i], q = y[i];
+      if (p === q) continue;
+      if (/^\d/.test(p) && /^\d/.test(q) && Number(p) !== Number(q)) return Number(p) - Number(q);
+      return p < q ? -1 : 1;
+    }
+    return x.length - y.length;
+  }
+
+  function compare(a, b) {
+    if (NUMBER.test(a) && NUMBER.test(b)) return Number(a) - Number(b);
+    return natural(a, b);
+  }
+
+  function sortTable(table, col, dir) {
+    var body = table.tBodies[0];
+    if (!body) return;
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (r1, r2) {
+      var a = cellKey(r1, col), b = cellKey(r2, col);
+      // Undefined values ("n/a") stay at the bottom in both directions.
+      if (a === "" || b === "") return (a === "") - (b === "");
+      var c = compare(a, b);
+      return dir === "descending" ? -c : c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+    var ths = table.tHead.rows[0].cells;
+    for (var i = 0; i < ths.length; i++) {
+      ths[i].setAttribute("aria-sort", i === col ? dir : "none");
+    }
+  }
+
+  function onHeader(table, th) {
+    var dir = th.getAttribute("aria-sort") === "ascending" ? "descending" : "ascending";
+    sortTable(table, th.cellIndex, dir);
+  }
+
+  function columnKeys(table, col) {
+    return Array.prototype.map.call(table.tBodies[0].rows, function (r) { return cellKey(r, col); });
+  }
+
+  // Test-only: with #selftest in the URL, sort every table by its first column (ascending,
+  // then descending) and by its first numeric column, and record the resulting orders.
+  function selftest(tables) {
+    Array.prototype.forEach.call(tables, function (table) {
+      if (!table.tHead || !table.tBodies[0]) return;
+      var first = table.tHead.rows[0].cells[0];
+      first.click();
+      table.setAttribute("data-selftest-asc", JSON.stringify(columnKeys(table, 0)));
+      first.click();
+      table.setAttribute("data-selftest-desc", JSON.stringify(columnKeys(table, 0)));
+      var num = table.tHead.querySelector('th[data-type="num"]');
+      if (num) {
+        num.click();
+        table.setAttribute("data-selftest-num-col", String(num.cellIndex));
+        table.setAttribute("data-selftest-num", JSON.stringify(columnKeys(table, num.cellIndex)));
+      }
+    });
+    document.body.setAttribute("data-selftest", "done");
+  }
+
+  try {
+    var tables = document.querySelectorAll("table.sortable");
+    Array.prototype.forEach.call(tables, function (table) {
+      if (!table.tHead) return;
+      Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
+        th.addEventListener("click", function () { onHeader(table, th); });
+        th.addEventListener("keydown", function (e) {
+          if (e.key === "Enter" || e.key === " ") {
+            e.preventDefault();
+            onHeader(table, th);
+          }
+        });
+      });
+    });
+    if (window.location.hash === "#selftest") selftest(tables);
+  } catch (err) {
+    errors.push("report.js: " + String(err));
+  }
+
+  function publish() {
+    document.body.setAttribute("data-errors", JSON.stringify(errors));
+  }
+  publish();
+  window.addEventListener("load", publish);
+  document.body.setAttribute("data-ready", "1");
+})();
