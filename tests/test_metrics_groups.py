@@ -374,7 +374,7 @@ def labelled_groups(draw: st.DrawFn, every_group_both_classes: bool = True):
     return np.array(g)[order], np.array(y)[order], np.array(p)[order]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(labelled_groups())
 def test_matches_fairlearn_metricframe(data) -> None:
     from fairlearn.metrics import (
