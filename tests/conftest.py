@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+class TinyNet(torch.nn.Module):
+    """Conv-BN-ReLU → pool → Linear: prunable layers and BN, runs in milliseconds."""
+
+    def __init__(self, num_outputs: int = 3) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.conv2 = torch.nn.Conv2d(8, 16, 3, padding=1, stride=2)
+        self.bn2 = torch.nn.BatchNorm2d(16)
+        self.fc = torch.nn.Linear(16, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def tiny_net(num_outputs: int = 3, **kwargs: object) -> torch.nn.Module:
+    return TinyNet(num_outputs)
+
+
+def make_npz_data(root: Path, *, n: int = 240, size: int = 16, seed: int = 0) -> Path:
+    """Three visible binary attributes and one protected attribute; train/val/test splits."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=(n, 3))
+    group = (rng.random(n) < 0.4).astype(np.int64)
+    images = rng.integers(0, 40, size=(n, size, size, 3)).astype(np.uint8)
+    images[labels[:, 0] == 1, : size // 2, :, 0] += 150  # red top half
+    images[labels[:, 1] == 1, :, : size // 2, 1] += 150  # green left half
+    images[labels[:, 2] == 1, size // 2 :, :, 2] += 150  # blue bottom half
+    images[group == 1] += 30
+    split = np.array(["train"] * (n // 2) + ["val"] * (n // 4) + ["test"] * (n - n // 2 - n // 4))
+    root.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        root / "bundle.npz",
+        images=images,
+        labels=labels,
+        groups=group[:, None],
+        label_names=np.array(["red", "green", "blue"]),
+        group_names=np.array(["tinted"]),
+        split=split,
+    )
+    return root
+
+
+def train_tiny(root: Path, *, steps: int = 60, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    with np.load(root / "bundle.npz") as z:
+        x = torch.from_numpy(z["images"]).permute(0, 3, 1, 2).float() / 255.0
+        y = torch.from_numpy(z["labels"]).float()
+    x = (x - 0.5) / 0.25
+    model = TinyNet(3)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_audit_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, torch.nn.Module]:
+    """(checkpoint path, data dir, model): a trained TinyNet saved as a prune-audit checkpoint."""
+    from audit import save_checkpoint
+
+    root = make_npz_data(tmp_path_factory.mktemp("npz"))
+    model = train_tiny(root)
+    ckpt = root.parent / "model.pt"
+    save_checkpoint(
+        ckpt, model, arch="tests.conftest:tiny_net", outputs=["red", "green", "blue"],
+        task="multilabel", preprocess={"image_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3},
+    )
+    return ckpt, root, model

@@ -1,0 +1,91 @@
+"""The whole pipeline end to end on a tiny npz dataset (seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audit import AuditConfig, Policy, run_audit
+
+ARCH = "tests.conftest:tiny_net"
+
+
+def _cfg(ckpt: Path, data: Path, out: Path, **kw: object) -> AuditConfig:
+    base = dict(
+        model=ckpt, data=data, out=out, arch=ARCH, groups=("tinted",), sparsities=(0.5, 0.9, 0.97),
+        bootstrap=60, top_k=10, device="cpu", policy=Policy(min_group_size=5),
+    )
+    base.update(kw)
+    return AuditConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def audited(tiny_audit_inputs: tuple[Path, Path, torch.nn.Module], tmp_path_factory: pytest.TempPathFactory):
+    ckpt, data, model = tiny_audit_inputs
+    out = tmp_path_factory.mktemp("out")
+    return run_audit(_cfg(ckpt, data, out)), out, model, data
+
+
+def test_report_has_spec_sections(audited) -> None:
+    result, out, _, _ = audited
+    rep = result.report
+    for key in ("schema_version", "tool", "inputs", "dense", "forecast", "susceptible", "validation", "gate"):
+        assert key in rep
+    assert rep["inputs"]["task"] == "multilabel"
+    assert rep["inputs"]["targets"] == ["red", "green", "blue"]
+    assert rep["inputs"]["splits"]["eval"] == "test" and rep["inputs"]["splits"]["calib"] == "val"
+    assert [lv["sparsity"] for lv in rep["validation"]["levels"]] == [0.5, 0.9, 0.97]
+    for lv in rep["validation"]["levels"]:
+        assert abs(lv["achieved_sparsity"] - lv["sparsity"]) < 1e-3
+        d = lv["delta"]["default"]["red"]["by_group"]["tinted"]["fnr_gap"]
+        assert d["value"] is None or d["ci"] is None or d["ci"][0] <= d["ci"][1]
+    assert len(rep["susceptible"]) == 10 and rep["susceptible"][0]["thumbnail"].startswith("data:image/png")
+    assert {p.name for p in result.files} >= {"report.json", "report.md", "report.html", "predictions.npz"}
+
+
+def test_predictions_npz_recomputes_the_report(audited) -> None:
+    result, out, model, data = audited
+    with np.load(out / "predictions.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    n = result.report["inputs"]["n_samples"]
+    assert arrays["dense_probs"].shape == (n, 3) and arrays["labels"].shape == (n, 3)
+    assert arrays["groups"].shape == (n, 1) and arrays["pruned_probs"].shape == (3, n, 3)
+    assert list(arrays["target_names"]) == ["red", "green", "blue"]
+    # The dense probabilities are the in-memory model's on the same (test) images.
+    with np.load(data / "bundle.npz") as z:
+        test = z["split"] == "test"
+        x = torch.from_numpy(z["images"][test]).permute(0, 3, 1, 2).float() / 255.0
+    with torch.no_grad():
+        expected = torch.sigmoid(model((x - 0.5) / 0.25)).numpy()
+    np.testing.assert_allclose(arrays["dense_probs"], expected, atol=1e-5)
+    # …and the report's accuracy is recomputable from the arrays.
+    acc = ((arrays["dense_probs"][:, 0] > 0.5) == arrays["labels"][:, 0]).mean()
+    assert result.report["dense"]["default"]["red"]["overall"]["accuracy"] == pytest.approx(acc)
+
+
+def test_forecast_does_not_depend_on_pruning(audited, tmp_path: Path) -> None:
+    result, _, _, data = audited
+    ckpt = Path(result.report["inputs"]["model"]["path"])
+    alone = run_audit(_cfg(ckpt, data, tmp_path / "fc", validate=False))
+    assert alone.report["validation"] is None
+    assert alone.report["forecast"] == result.report["forecast"]
+    assert alone.report["susceptible"] == result.report["susceptible"]
+    assert alone.report["gate"]["mode"] == "forecast"
+
+
+def test_report_validates_against_schema(audited) -> None:
+    from audit.report import validate_report
+
+    validate_report(audited[0].report)
+
+
+def test_results_do_not_depend_on_batch_size(audited, tmp_path: Path) -> None:
+    result, _, _, data = audited
+    ckpt = Path(result.report["inputs"]["model"]["path"])
+    other = run_audit(_cfg(ckpt, data, tmp_path / "bs", batch_size=7, validate=False))
+    a = result.report["dense"]["default"]["green"]["by_group"]["tinted"]
+    b = other.report["dense"]["default"]["green"]["by_group"]["tinted"]
+    assert a == b
