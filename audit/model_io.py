@@ -239,11 +239,12 @@ def _torch_load(path: Path, *, trust_checkpoint: bool) -> tuple[Any, bool]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True), False
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" not in str(e):
-            raise _unreadable(path, e) from e
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found is None:
+            # Not a disallowed class or function: random bytes also end up here.
+            raise _unreadable(path, e, maybe_pickle=not trust_checkpoint) from e
         if not trust_checkpoint:
-            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-            what = f" (it references {found.group(1)})" if found else ""
+            what = f" (it references {found.group(1)})"
             raise CheckpointError(
                 f"{str(path)!r} is not a plain weights file: it contains pickled Python "
                 f"objects{what}, typically a whole nn.Module saved with torch.save(model) or a "
@@ -274,14 +275,21 @@ def _torch_load(path: Path, *, trust_checkpoint: bool) -> tuple[Any, bool]:
         ) from e
 
 
-def _unreadable(path: Path, err: BaseException) -> CheckpointError:
-    detail = str(err).split("\n")[0][:200]
+def _unreadable(path: Path, err: BaseException, *, maybe_pickle: bool = False) -> CheckpointError:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if "Unsupported" in ln), lines[0] if lines else "")[:200]
     what = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+    trust = (
+        " If it is a full pickle from a source you trust, --trust-checkpoint loads it without "
+        "the weights-only restrictions (running any code it contains)."
+        if maybe_pickle
+        else ""
+    )
     return CheckpointError(
         f"Cannot read {str(path)!r} as a PyTorch checkpoint ({what}); "
         "the file is truncated, corrupt or not a model file. Expected a file written by "
         "torch.save (a state_dict or audit.save_checkpoint), torch.jit.save or "
-        "torch.export.save; re-save or re-download it."
+        f"torch.export.save; re-save or re-download it.{trust}"
     )
 
 
@@ -422,9 +430,11 @@ def _load_weights(
         for k, v in state_dict.items()
         if k in own and tuple(v.shape) != tuple(own[k].shape)
     ]
-    missing: list[str] = []
-    unexpected: list[str] = []
-    if not shapes:
+    if shapes:
+        # load_state_dict would stop at the shapes; list the key differences too.
+        missing = [k for k in own if k not in state_dict and not k.endswith("num_batches_tracked")]
+        unexpected = [k for k in state_dict if k not in own]
+    else:
         result = model.load_state_dict(state_dict, strict=False)
         missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if shapes or missing or unexpected:
@@ -678,12 +688,13 @@ def _load_torchscript(path: Path) -> LoadedModel:
 # ---------------------------------------------------------------------------- torch.export
 def _load_export(path: Path, *, trust_checkpoint: bool) -> LoadedModel:
     if not trust_checkpoint:
-        reasons = _pt2_unsafe_reasons(path)
+        reasons = list(dict.fromkeys(_pt2_unsafe_reasons(path)))
         if reasons:
             raise CheckpointError(
                 f"{str(path)!r} is a torch.export archive whose loading could execute code from "
-                f"the file: {'; '.join(reasons[:3])}. torch.export.load unpickles such parts. "
-                "Re-export a plain tensor program (torch.export.export(model.eval(), "
+                f"the file: {'; '.join(reasons[:3])}. torch.export.load would unpickle or "
+                "evaluate those parts. Re-export a plain tensor program (torch.export.export("
+                "model.eval(), "
                 "(example,)) without custom objects or AOTInductor artifacts), save "
                 "model.state_dict() and pass --arch, or pass --trust-checkpoint if you trust "
                 "the file."
@@ -730,12 +741,17 @@ def _batch_range(program: Any, dim: Any) -> tuple[int, int | None]:
     ranges = program.range_constraints.get(dim.node.expr)
     if ranges is None:
         return 1, None
-    lo = max(1, int(ranges.lower))
+    return max(1, _finite_int(ranges.lower) or 1), _finite_int(ranges.upper)
+
+
+def _finite_int(value: Any) -> int | None:
+    """``int(value)`` for a finite sympy/int bound, None for an infinite one."""
+    if getattr(value, "is_finite", True) is False:
+        return None
     try:
-        hi: int | None = int(ranges.upper)
-    except (TypeError, ValueError, OverflowError):
-        hi = None  # unbounded (int_oo)
-    return lo, hi
+        return int(value)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None
 
 
 def _refuse_training_graph(program: Any, path: Path) -> None:
