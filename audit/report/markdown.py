@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from audit.report._format import (
     GAP_METRICS,
@@ -41,6 +41,7 @@ _OUTCOME = {"pass": "✅ pass", "fail": "❌ fail", "undefined": "⚠️ undefin
 _OUTCOME_ORDER = {"fail": 0, "undefined": 1, "pass": 2}
 _FINDING_ROWS = (*GAP_METRICS[:3], "equalized_odds_difference", "uncertainty_gap")
 _SEE_FULL = "see report.html or report.json for everything"
+_T = TypeVar("_T")
 
 
 def md_escape(text: Any, *, max_len: int | None = None) -> str:
@@ -76,25 +77,30 @@ def _cell(text: Any) -> str:
 
 def _table(
     header: Sequence[str],
-    rows: Sequence[Sequence[str]],
+    items: Sequence[_T],
+    row: Callable[[_T], Sequence[str]],
     max_rows: int | None,
     *,
     right: Sequence[int] = (),
     what: str = "rows",
 ) -> list[str]:
-    """Build a GFM table from already-escaped cells, cut to ``max_rows`` with a note."""
+    """Build a GFM table, one row per item, cut to ``max_rows`` items with a note.
+
+    ``row`` returns already-escaped cells; it runs only for the rows shown, so that a
+    huge report is not formatted in full once per truncation attempt.
+    """
     align = ["---:" if i in right else "---" for i in range(len(header))]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    shown = rows if max_rows is None else rows[:max_rows]
-    lines += ["| " + " | ".join(r) + " |" for r in shown]
-    if len(shown) < len(rows):
-        lines += ["", f"*{len(rows) - len(shown)} more {what} not shown ({_SEE_FULL}).*"]
+    shown = items if max_rows is None else items[:max_rows]
+    lines += ["| " + " | ".join(row(item)) + " |" for item in shown]
+    if len(shown) < len(items):
+        lines += ["", f"*{len(items) - len(shown)} more {what} not shown ({_SEE_FULL}).*"]
     return lines
 
 
 def _bullets(items: Sequence[str], max_rows: int | None, *, what: str) -> list[str]:
     shown = items if max_rows is None else items[:max_rows]
-    lines = [f"- {item}" for item in shown]
+    lines = [f"- {_cell(item)}" for item in shown]
     if len(shown) < len(items):
         lines.append(f"- *{len(items) - len(shown)} more {what} not shown ({_SEE_FULL}).*")
     return lines
@@ -165,28 +171,28 @@ def _gate(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
     if not checks:
         return [*lines, "No checks in the report."]
     ordered = sorted(checks, key=lambda c: _OUTCOME_ORDER.get(str(c.get("outcome")), 3))
-    rows = []
-    for c in ordered:
-        defined = is_number(c.get("value"))
-        rows.append(
-            [
-                _cell(c.get("name")),
-                _or_dash(c.get("target")),
-                _or_dash(c.get("group")),
-                "—" if c.get("sparsity") is None else fmt_sparsity(c.get("sparsity")),
-                _cell(fmt_num(c.get("value"), reason=c.get("detail") or "undefined")),
-                fmt_num(c.get("limit")),
-                _OUTCOME.get(str(c.get("outcome")), _cell(c.get("outcome"))),
-                _cell(c.get("detail")) if defined and c.get("detail") else "",
-            ]
-        )
     header = ["check", "target", "group", "sparsity", "value", "limit", "outcome", "detail"]
-    lines += _table(header, rows, max_rows, right=(3, 4, 5), what="checks")
+    lines += _table(header, ordered, _gate_row, max_rows, right=(3, 4, 5), what="checks")
     failures = [f for f in get(report, "gate", "failures") or [] if isinstance(f, str)]
     if failures:
         lines += ["", "**Failures:**", ""]
-        lines += _bullets([_cell(f) for f in failures], max_rows, what="failures")
+        lines += _bullets(failures, max_rows, what="failures")
     return lines
+
+
+def _gate_row(c: Mapping[str, Any]) -> list[str]:
+    defined = is_number(c.get("value"))
+    return [
+        _cell(c.get("name")),
+        _or_dash(c.get("target")),
+        _or_dash(c.get("group")),
+        "—" if c.get("sparsity") is None else fmt_sparsity(c.get("sparsity")),
+        # An undefined value carries the check's detail as its reason, shown once.
+        _cell(fmt_num(c.get("value"), reason=c.get("detail") or "undefined")),
+        fmt_num(c.get("limit")),
+        _OUTCOME.get(str(c.get("outcome")), _cell(c.get("outcome"))),
+        _cell(c.get("detail")) if defined and c.get("detail") else "",
+    ]
 
 
 def _pair_severity(report: Mapping[str, Any], target: str, group: str) -> float:
@@ -216,21 +222,28 @@ def _findings(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
         "paired-bootstrap 95% CI. Pairs are ordered by their largest upper CI bound.",
         "",
     ]
-    acc_rows = []
-    for target, tb in block.items():
-        row = [
+
+    def acc_row(item: tuple[str, Any]) -> list[str]:
+        target, tb = item
+        reason = get(tb, "overall", "reasons", "accuracy")
+        return [
             _cell(target),
-            fmt_num(
-                get(tb, "overall", "accuracy"), reason=get(tb, "overall", "reasons", "accuracy")
-            ),
+            _cell(fmt_num(get(tb, "overall", "accuracy"), reason=reason)),
+            *(_cell(fmt_delta(get(lv, "delta", "default", target, "accuracy"))) for lv in lvls),
         ]
-        row += [_cell(fmt_delta(get(lv, "delta", "default", target, "accuracy"))) for lv in lvls]
-        acc_rows.append(row)
+
     header = ["target", "dense accuracy"] + [
         f"Δ @ {fmt_sparsity(lv.get('sparsity'))}" for lv in lvls
     ]
     lines += ["**Overall accuracy**", ""]
-    lines += _table(header, acc_rows, max_rows, right=tuple(range(1, len(header))), what="targets")
+    lines += _table(
+        header,
+        list(block.items()),
+        acc_row,
+        max_rows,
+        right=tuple(range(1, len(header))),
+        what="targets",
+    )
     pairs = [
         (target, group) for target, tb in block.items() for group in (get(tb, "by_group") or {})
     ]
@@ -254,7 +267,7 @@ def _findings(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
             )
         header = ["metric", "dense"] + [f"Δ @ {fmt_sparsity(lv.get('sparsity'))}" for lv in lvls]
         lines += ["", f"**{md_escape(target)} × {md_escape(group)}**", ""]
-        lines += _table(header, rows, None, right=tuple(range(1, len(header))))
+        lines += _table(header, rows, list, None, right=tuple(range(1, len(header))))
     if len(shown) < len(pairs):
         lines += [
             "",
@@ -276,38 +289,40 @@ def _forecast(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
     lines = [f"### Forecast: {_cell(fc.get('verdict') or na('not in report'))} risk", ""]
     if fc.get("rule"):
         lines += [f"Rule: {md_escape(fc['rule'])}", ""]
-    rows = []
-    for p in fc.get("pairs") or []:
-        if not isinstance(p, Mapping):
-            continue
+    items = [
+        (p, metric, pred)
+        for p in fc.get("pairs") or []
+        if isinstance(p, Mapping)
+        for metric, pred in (p.get("predicted_delta") or {}).items()
+    ]
+
+    def row(item: tuple[Mapping[str, Any], str, Any]) -> list[str]:
+        p, metric, pred = item
         t, g = p.get("target"), p.get("group")
-        for metric, pred in (p.get("predicted_delta") or {}).items():
-            a = measured.get((t, g, metric))
-            if report.get("validation") is None:
-                meas, mrisk, dhit, rhit = na("not validated"), "—", "—", "—"
-            elif a is None:
-                meas, mrisk, dhit, rhit = na("not graded"), "—", "—", "—"
-            else:
-                d = get(level, "delta", "default", t, "by_group", g, metric)
-                ci = fmt_ci(get(d, "ci")) if is_number(a.get("measured_delta")) else ""
-                meas = fmt_signed(a.get("measured_delta"), reason=get(d, "reason")) + (
-                    f" {ci}" if ci else ""
-                )
-                mrisk = _or_dash(a.get("measured_risk"))
-                dhit, rhit = _hit(a.get("direction_hit")), _hit(a.get("risk_hit"))
-            rows.append(
-                [
-                    f"{_cell(t)} × {_cell(g)}",
-                    _cell(str(metric).replace("_", " ")),
-                    fmt_signed(pred),
-                    _cell(p.get("risk")),
-                    _cell(meas),
-                    mrisk,
-                    dhit,
-                    rhit,
-                    _cell(p.get("reason") or ""),
-                ]
-            )
+        a = measured.get((t, g, metric))
+        if report.get("validation") is None:
+            meas, mrisk, dhit, rhit = na("not validated"), "—", "—", "—"
+        elif a is None:
+            meas, mrisk, dhit, rhit = na("not graded"), "—", "—", "—"
+        else:
+            d = get(level, "delta", "default", t, "by_group", g, metric)
+            ci = fmt_ci(get(d, "ci")) if is_number(a.get("measured_delta")) else ""
+            meas = fmt_signed(a.get("measured_delta"), reason=get(d, "reason"))
+            meas += f" {ci}" if ci else ""
+            mrisk = _or_dash(a.get("measured_risk"))
+            dhit, rhit = _hit(a.get("direction_hit")), _hit(a.get("risk_hit"))
+        return [
+            f"{_cell(t)} × {_cell(g)}",
+            _cell(str(metric).replace("_", " ")),
+            fmt_signed(pred),
+            _cell(p.get("risk")),
+            _cell(meas),
+            mrisk,
+            dhit,
+            rhit,
+            _cell(p.get("reason") or ""),
+        ]
+
     header = [
         "pair",
         "metric",
@@ -319,8 +334,8 @@ def _forecast(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
         "risk hit",
         "why",
     ]
-    if rows:
-        lines += _table(header, rows, max_rows, right=(2, 4), what="forecast rows")
+    if items:
+        lines += _table(header, items, row, max_rows, right=(2, 4), what="forecast rows")
     else:
         lines.append("The forecast lists no pairs.")
     return lines
@@ -342,29 +357,33 @@ def _grading(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
             f"hit rate {fmt_pct(agreement.get('risk_hit_rate'), reason='no defined pairs')}.",
             "",
         ]
-    rows = []
-    for lv in levels(report):
-        for key, rq in (lv.get("ranking_quality") or {}).items():
-            if not isinstance(rq, Mapping):
-                continue
-            no_flips = "no flips" if rq.get("n_flips") == 0 else None
-            rows.append(
-                [
-                    fmt_sparsity(lv.get("sparsity")),
-                    _cell(key),
-                    _cell(fmt_num(rq.get("auroc"), reason=no_flips)),
-                    _cell(fmt_num(rq.get("precision_at_k"), reason=no_flips)),
-                    _cell(fmt_num(rq.get("recall_at_k"), reason=no_flips)),
-                    _cell(fmt_num(rq.get("lift"), digits=2, reason=no_flips)),
-                    fmt_num(rq.get("k")),
-                    fmt_num(rq.get("n_flips")),
-                ]
-            )
-    if rows:
+    items = [
+        (lv, key, rq)
+        for lv in levels(report)
+        for key, rq in (lv.get("ranking_quality") or {}).items()
+        if isinstance(rq, Mapping)
+    ]
+
+    def row(item: tuple[Mapping[str, Any], str, Mapping[str, Any]]) -> list[str]:
+        lv, key, rq = item
+        no_flips = "no flips" if rq.get("n_flips") == 0 else None
+        return [
+            fmt_sparsity(lv.get("sparsity")),
+            _cell(key),
+            _cell(fmt_num(rq.get("auroc"), reason=no_flips)),
+            _cell(fmt_num(rq.get("precision_at_k"), reason=no_flips)),
+            _cell(fmt_num(rq.get("recall_at_k"), reason=no_flips)),
+            _cell(fmt_num(rq.get("lift"), digits=2, reason=no_flips)),
+            fmt_num(rq.get("k")),
+            fmt_num(rq.get("n_flips")),
+        ]
+
+    if items:
         lines += ["Susceptibility ranking vs the predictions that actually flipped:", ""]
         lines += _table(
             ["sparsity", "target", "AUROC", "precision@k", "recall@k", "lift", "k", "flips"],
-            rows,
+            items,
+            row,
             max_rows,
             right=tuple(range(2, 8)),
             what="rows",
@@ -378,13 +397,13 @@ def _warnings(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
     if not warnings and not skipped:
         return []
     lines = ["### Warnings", ""]
-    items = [_cell(w) for w in warnings]
+    items = list(warnings)
     if skipped:
         first = ", ".join(
             f"{s.get('id')} ({s.get('reason')})" for s in skipped[:3] if isinstance(s, Mapping)
         )
         more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-        items.append(f"Skipped images ({len(skipped)}): {_cell(first)}{more}")
+        items.append(f"Skipped images ({len(skipped)}): {first}{more}")
     return lines + _bullets(items, max_rows, what="warnings")
 
 

@@ -52,24 +52,43 @@ def to_plain(obj: Any) -> Any:
     TypeError
         For a value JSON cannot represent, naming its key path.
     """
-    return _plain(obj, "$")
+    try:
+        return _plain(obj)
+    except TypeError:
+        # Walk again, slowly, only to name where the bad value sits.
+        _locate_unplain(obj, "$")
+        raise
 
 
-def _plain(obj: Any, path: str) -> Any:
+def _plain(obj: Any) -> Any:
     if obj is None or isinstance(obj, str | bool | int | float):
         return obj
-    if isinstance(obj, np.generic):
-        return _plain(obj.item(), path)
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist(), path)
     if isinstance(obj, Mapping):
-        out: dict[str, Any] = {}
+        return {
+            key if isinstance(key, str) else _key(key, "$"): _plain(value)
+            for key, value in obj.items()
+        }
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _plain(obj.item())
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    raise TypeError(f"{type(obj).__name__} is not JSON-representable")
+
+
+def _locate_unplain(obj: Any, path: str) -> None:
+    if obj is None or isinstance(obj, str | bool | int | float | np.generic | np.ndarray):
+        return
+    if isinstance(obj, Mapping):
         for key, value in obj.items():
             name = _key(key, path)
-            out[name] = _plain(value, f"{path}.{name}")
-        return out
+            _locate_unplain(value, f"{path}.{name}")
+        return
     if isinstance(obj, list | tuple):
-        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(obj)]
+        for i, v in enumerate(obj):
+            _locate_unplain(v, f"{path}[{i}]")
+        return
     raise TypeError(
         f"report value at {path} has type {type(obj).__name__}, which JSON cannot represent; "
         "convert it to a number, string, list or dict (or None when undefined)"

@@ -25,11 +25,6 @@ from audit.report.schema import validate_report
 
 FILENAMES: dict[str, str] = {"json": "report.json", "md": "report.md", "html": "report.html"}
 PREDICTIONS_NAME = "predictions.npz"
-_RENDERERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
-    "json": render_json,
-    "md": render_markdown,
-    "html": render_html,
-}
 # np.savez_compressed takes these as its own parameters, so they cannot name an array.
 _RESERVED_KEYS = frozenset({"file", "allow_pickle", "args", "kwds"})
 
@@ -96,7 +91,7 @@ def write_reports(
             markdown = render_markdown(report)
         names = []
         for fmt in fmts:
-            text = markdown if fmt == "md" else _RENDERERS[fmt](report)
+            text = markdown if fmt == "md" else _renderers()[fmt](report)
             (stage / FILENAMES[fmt]).write_text(text, encoding="utf-8")
             names.append(FILENAMES[fmt])
         if arrays is not None:
@@ -126,6 +121,11 @@ def write_reports(
         if backup is not None:
             backup.unlink(missing_ok=True)
     return [out / name for name in names]
+
+
+def _renderers() -> dict[str, Callable[[Mapping[str, Any]], str]]:
+    # Looked up at call time so that the module's functions can be swapped (tests do).
+    return {"json": render_json, "md": render_markdown, "html": render_html}
 
 
 def _check_formats(formats: Sequence[str]) -> list[str]:
@@ -203,6 +203,8 @@ def _roll_back(placed: list[tuple[Path, Path | None]]) -> None:
 
 def _remove_created(created: list[Path]) -> None:
     for directory in created:
+        if not directory.exists():
+            continue
         try:
             directory.rmdir()
         except OSError:

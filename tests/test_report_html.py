@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from html import unescape
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from audit.report import render_html
+
+FIXTURE = Path(__file__).parent / "fixtures" / "report_example.json"
+
+
+@pytest.fixture()
+def report() -> dict:
+    return json.loads(FIXTURE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture()
+def html(report: dict) -> str:
+    return render_html(report)
+
+
+def expected_plot_keys(report: dict) -> set[str]:
+    keys = set()
+    validated = report["validation"] is not None
+    for target, block in report["dense"]["default"].items():
+        for group in block["by_group"]:
+            keys.add(f"uncertainty|{target}|{group}")
+            if validated:
+                for mode in ("default", "calibrated"):
+                    for rate in ("fnr", "fpr", "accuracy"):
+                        keys.add(f"metric|{mode}|{target}|{group}|{rate}")
+    keys |= {f"calibration|{t}" for t in report.get("calibration_curves", {})}
+    return keys
+
+
+def test_templates_ship_as_package_files() -> None:
+    templates = resources.files("audit.report") / "templates"
+    for name in ("report.html.j2", "report.css", "report.js", "report-head.js"):
+        assert (templates / name).is_file(), name
+
+
+def test_page_is_self_contained(html: str) -> None:
+    assert html.startswith("<!DOCTYPE html>")
+    # the only URL on the page is the SVG namespace, which is a name, never fetched
+    without_data = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", html)
+    urls = set(re.findall(r"(?:https?:)?//[\w.-]+[^\s\"'<>)]*", without_data))
+    assert urls == {"http://www.w3.org/2000/svg"}
+    assert not re.search(r"<(link|iframe|object|embed|base)\b", html, re.I)
+    assert not re.search(r"<script[^>]*\bsrc=", html, re.I)
+    assert "@import" not in html and "url(" not in html
+    for src in re.findall(r'<img[^>]*\bsrc="([^"]*)"', html):
+        assert src.startswith("data:image/png;base64,")
+
+
+def test_csp_allows_exactly_the_inline_scripts_and_style(html: str) -> None:
+    meta = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
+    csp = unescape(meta)
+    assert "default-src 'none'" in csp and "img-src data:" in csp
+    assert "unsafe-inline" not in csp
+
+    def digest(text: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+    scripts = re.findall(r"<script>(.*?)</script>", html, re.S)
+    styles = re.findall(r"<style>(.*?)</style>", html, re.S)
+    assert len(scripts) == 2 and len(styles) == 1
+    script_src = re.search(r"script-src ([^;]+)", csp).group(1).split()
+    assert sorted(script_src) == sorted(digest(s) for s in scripts)
+    assert re.search(r"style-src ([^;]+)", csp).group(1).strip() == digest(styles[0])
+    assert not re.search(r"\sstyle=", html), "inline style attributes would be blocked by CSP"
+
+
+def test_verdict_banner_comes_first(html: str, report: dict) -> None:
+    body = html.split("<body>", 1)[1]
+    banner = body.split("</header>", 1)[0]
+    assert 'class="banner failed"' in banner and "Gate failed" in banner
+    assert report["verdict"]["headline"] in banner
+    assert '<dd class="big">0.8</dd>' in banner
+    assert "<dd>high</dd>" in banner
+
+
+def test_every_plot_is_present(html: str, report: dict) -> None:
+    found = re.findall(r'<svg [^>]*class="plot [^"]*" data-plot="([^"]+)"', html)
+    assert len(found) == len(set(found))
+    assert set(found) == expected_plot_keys(report)
+
+
+def test_ci_band_is_dense_gap_plus_delta_ci(html: str, report: dict) -> None:
+    dense = report["dense"]["default"]["Blond_Hair"]["by_group"]["Male"]["gaps"]["fnr_gap"]["value"]
+    lv = report["validation"]["levels"][1]
+    ci = lv["delta"]["default"]["Blond_Hair"]["by_group"]["Male"]["fnr_gap"]["ci"]
+    pruned = lv["metrics"]["default"]["Blond_Hair"]["by_group"]["Male"]["gaps"]["fnr_gap"]["value"]
+    svg = html.split('data-plot="metric|default|Blond_Hair|Male|fnr"')[1].split("</svg>")[0]
+    assert f"@ 0.9: {pruned:.3f} [{dense + ci[0]:.3f}, {dense + ci[1]:.3f}]" in svg
+    assert svg.count('class="band"') == 1
+
+
+def test_uncertainty_bars_are_labelled_as_rates(html: str, report: dict) -> None:
+    section = html.split('id="uncertainty"')[1].split("</section>")[0]
+    assert "not histograms of p" in section and "sparsity 0.95" in section
+    rate = report["dense"]["default"]["Smiling"]["by_group"]["Young"]["cells"][0][
+        "uncertainty_rate"
+    ]
+    assert f"dense, 0: {rate:.3f}" in section.split('data-plot="uncertainty|Smiling|Young"')[1]
+
+
+def test_gallery_places_cards_by_outcome_and_confidence(html: str, report: dict) -> None:
+    for item in report["susceptible"]:
+        cell = "confident" if item["confident"] else "uncertain"
+        block = html.split(f'data-cell="{item["outcome"]}-{cell}"')[1].split('data-cell="')[0]
+        assert item["id"] in block
+        assert item["thumbnail"] in block
+    thumbs = [s["thumbnail"] for s in report["susceptible"] if s["thumbnail"]]
+    assert html.count('<img src="data:image/png;base64,') == len(thumbs)
+
+
+def test_non_inline_thumbnail_is_refused(report: dict) -> None:
+    report["susceptible"][0]["thumbnail"] = "https://example.com/track.png"
+    html = render_html(report)
+    assert "example.com" not in html
+    assert "thumbnail refused (not an inline image)" in html
+
+
+def test_undefined_values_read_na_with_reason(html: str) -> None:
+    assert (
+        '<span class="na">n/a</span> <span class="why">(no positives in Male×Young=1×0)</span>'
+        in html
+    )
+    assert "Dense fnr gap: n/a (fnr undefined in cell 1×0 (no positives))" in html
+
+
+def test_tables_are_sortable_with_numeric_keys(html: str) -> None:
+    tables = re.findall(r'<table class="sortable" id="t-([^"]+)">', html)
+    for name in (
+        "gate-checks",
+        "forecast-pairs",
+        "forecast-agreement",
+        "ranking-quality",
+        "cells-default",
+        "changes-default",
+        "flips",
+        "susceptible",
+        "thresholds",
+    ):
+        assert name in tables
+    gate = html.split('id="t-gate-checks"')[1].split("</table>")[0]
+    assert '<td data-v="0.541' in gate  # numeric sort key next to the formatted value
+    assert '<th scope="col" data-type="num"' in gate
+
+
+def test_forecast_and_grading_sections(html: str, report: dict) -> None:
+    assert report["forecast"]["rule"] in html
+    assert "direction hit rate <b>50.0%</b>, risk hit rate <b>62.5%</b>" in html
+
+
+def test_forecast_only_report_renders_without_validation(report: dict) -> None:
+    report["validation"] = None
+    del report["calibration_curves"]
+    html = render_html(report)
+    found = set(re.findall(r'data-plot="([^"]+)"', html))
+    assert found == expected_plot_keys(report)
+    assert "not validated (forecast only)" in html
+    assert 'id="grading"' not in html

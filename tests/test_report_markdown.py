@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from audit.report import md_escape, render_markdown, validate_report
+
+FIXTURE = Path(__file__).parent / "fixtures" / "report_example.json"
+CELL_SPLIT = re.compile(r"(?<!\\)\|")
+
+
+@pytest.fixture()
+def report() -> dict:
+    return json.loads(FIXTURE.read_text(encoding="utf-8"))
+
+
+def _tables(md: str) -> list[list[str]]:
+    """Consecutive lines starting with '|' form one table."""
+    tables: list[list[str]] = []
+    current: list[str] = []
+    for line in md.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    if current:
+        tables.append(current)
+    return tables
+
+
+def _assert_tables_well_formed(md: str) -> None:
+    for table in _tables(md):
+        widths = {len(CELL_SPLIT.split(row)) for row in table}
+        assert len(widths) == 1, f"ragged table: {table[:3]}"
+
+
+def test_verdict_comes_first(report: dict) -> None:
+    md = render_markdown(report)
+    first, _, headline = md.splitlines()[:3]
+    assert first.startswith("## ❌") and "gate failed" in first
+    assert headline == f"**{md_escape(report['verdict']['headline'])}**"
+    head = md.split("### Gate checks")[0]
+    assert "**Forecast risk:** high" in head
+    assert "**Max safe sparsity:** 0.8" in head
+
+
+def test_passed_report_shows_a_tick(report: dict) -> None:
+    report["verdict"]["passed"] = True
+    report["gate"]["passed"] = True
+    assert render_markdown(report).startswith("## ✅ prune-audit: gate passed")
+
+
+def test_every_gate_check_is_listed_failures_first(report: dict) -> None:
+    md = render_markdown(report)
+    gate = md.split("### Gate checks")[1].split("###")[0]
+    rows = [r for r in _tables(gate)[0][2:]]
+    assert len(rows) == len(report["gate"]["checks"])
+    outcomes = [CELL_SPLIT.split(r)[7].strip() for r in rows]
+    assert outcomes[:2] == ["❌ fail", "❌ fail"]
+    assert outcomes[2] == "⚠️ undefined"
+    assert set(outcomes[3:]) == {"✅ pass"}
+    header = [c.strip() for c in CELL_SPLIT.split(_tables(gate)[0][0])[1:-1]]
+    assert header[:7] == ["check", "target", "group", "sparsity", "value", "limit", "outcome"]
+
+
+def test_undefined_values_read_na_with_reason(report: dict) -> None:
+    md = render_markdown(report)
+    assert "n/a (fnr undefined in cell 1×0 (no positives))" in md
+    assert "n/a (Male×Young is not a binary group attribute)" in md
+    section = md.split("**Blond\\_Hair × Male×Young**")[1].split("**")[0]
+    row = next(r for r in section.splitlines() if r.startswith("| fnr gap"))
+    cells = [c.strip() for c in CELL_SPLIT.split(row)[2:-1]]
+    assert len(cells) == 4 and all(c.startswith("n/a (") for c in cells)
+
+
+def test_findings_show_delta_with_ci_per_level(report: dict) -> None:
+    md = render_markdown(report)
+    by_group = report["validation"]["levels"][1]["delta"]["default"]["Blond_Hair"]["by_group"]
+    d = by_group["Male"]["fnr_gap"]
+    text = f"+{d['value']:.3f} \\[{d['ci'][0]:.3f}, {d['ci'][1]:.3f}\\]"
+    section = md.split("**Blond\\_Hair × Male**")[1].split("**")[0]
+    assert text in section
+    assert "Δ @ 0.8 | Δ @ 0.9 | Δ @ 0.95" in section
+    # the pair with the largest upper CI bound comes first
+    assert md.index("**Blond\\_Hair × Male**") < md.index("**Smiling × Male**")
+
+
+def test_forecast_and_grading_sections(report: dict) -> None:
+    md = render_markdown(report)
+    fc = md.split("### Forecast: high risk")[1].split("### Forecast grading")[0]
+    assert "Rule: Pruning flips uncertain samples" in fc
+    row = next(r for r in fc.splitlines() if r.startswith("| Blond\\_Hair × Male | fnr gap"))
+    cells = [c.strip() for c in CELL_SPLIT.split(row)[1:-1]]
+    assert cells[2] == "+0.205" and cells[3] == "high"
+    assert cells[4].startswith("+0.405") and cells[6] == "✅"
+    grading = md.split("### Forecast grading")[1]
+    assert "direction hit rate 50.0%, risk hit rate 62.5%" in grading
+    assert "| 0.9 | any | 0.898 |" in grading
+
+
+def test_warnings_are_listed(report: dict) -> None:
+    md = render_markdown(report)
+    warnings = md.split("### Warnings")[1]
+    assert "- 1 image could not be decoded" in warnings
+    assert "Skipped images (1): img/002000.jpg (cannot decode: truncated JPEG)" in warnings
+
+
+def test_forecast_only_report(report: dict) -> None:
+    report["validation"] = None
+    report["gate"]["mode"] = "forecast"
+    del report["verdict"]
+    validate_report(report)
+    md = render_markdown(report)
+    assert "**Max safe sparsity:** n/a (not validated: forecast only)" in md
+    assert "not run (forecast from the dense model only)" in md
+    assert "n/a (not validated)" in md
+    assert "### Forecast grading" not in md
+    _assert_tables_well_formed(md)
+
+
+def test_tables_are_well_formed(report: dict) -> None:
+    _assert_tables_well_formed(render_markdown(report))
+
+
+def _huge(report: dict, n_targets: int) -> dict:
+    """Clone the Blond_Hair entries under many target names (every place targets key)."""
+    big = copy.deepcopy(report)
+    names = [f"Target_{i:04d}" for i in range(n_targets)]
+    blocks = [big["dense"]] + [lv["metrics"] for lv in big["validation"]["levels"]]
+    for metrics in blocks:
+        for mode in ("default", "calibrated"):
+            for n in names:
+                metrics[mode][n] = metrics[mode]["Blond_Hair"]
+    for lv in big["validation"]["levels"]:
+        for mode in ("default", "calibrated"):
+            for n in names:
+                lv["delta"][mode][n] = lv["delta"][mode]["Blond_Hair"]
+        for n in names:
+            lv["flips"][n] = lv["flips"]["Blond_Hair"]
+            lv["ranking_quality"][n] = lv["ranking_quality"]["Blond_Hair"]
+    for n in names:
+        big["gate"]["checks"] += [dict(c, target=n) for c in report["gate"]["checks"]]
+        big["forecast"]["pairs"] += [dict(p, target=n) for p in report["forecast"]["pairs"]]
+        big["gate"]["failures"].append(f"max_delta_fnr_gap for {n} × Male: 0.541 > 0.05")
+    big["inputs"]["targets"] += names
+    big["warnings"] += [f"warning {i}" for i in range(2000)]
+    return big
+
+
+@pytest.mark.parametrize("n_targets", [40, 150])
+def test_markdown_fits_a_pr_comment_even_when_huge(report: dict, n_targets: int) -> None:
+    md = render_markdown(_huge(report, n_targets))
+    assert len(md) < 65_000
+    assert md.startswith("## ❌")
+    assert "### Gate checks" in md
+    assert "not shown (see report.html or report.json for everything)" in md
+    _assert_tables_well_formed(md)
+
+
+def test_md_escape_neutralises_markdown_and_html() -> None:
+    assert md_escape("a|b") == "a\\|b"
+    assert md_escape("*x* _y_ `z` [l](u) # h ~s~ $m$ !") == (
+        "\\*x\\* \\_y\\_ \\`z\\` \\[l\\](u) \\# h \\~s\\~ \\$m\\$ \\!"
+    )
+    assert md_escape("<script>&amp;") == "&lt;script&gt;&amp;amp;"
+    assert md_escape("back\\slash") == "back\\\\slash"
+    assert md_escape("two\nlines\r\n\tand tab") == "two lines and tab"
+    assert md_escape(3) == "3"
+    assert md_escape("x" * 50, max_len=10) == "x" * 9 + "…"
