@@ -30,8 +30,19 @@ from audit.data._common import show_list
 from audit.data.dataset import Dataset
 from audit.errors import DataError, UsageError
 
-#: Formats Pillow may open. Deliberately short: e.g. EPS would run Ghostscript on the file.
-FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP", "TIFF", "PPM")
+#: Formats Pillow may open (JPEG covers MPO). Deliberately short: e.g. EPS would run
+#: Ghostscript on the file.
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
+
+
+def _formats() -> tuple[str, ...]:
+    """Return the allowed formats this Pillow build can open.
+
+    A missing codec (e.g. WebP) is left out rather than making every ``Image.open`` fail.
+    """
+    Image.init()
+    return tuple(f for f in FORMATS if f in Image.OPEN)
+
 
 #: Errors Pillow (and the codecs under it) raise for unreadable, corrupt or truncated files.
 _DECODE_ERRORS = (
@@ -115,7 +126,7 @@ class _BadImage(Exception):
 def _decode(path: Path, size: int, max_pixels: int) -> np.ndarray:
     """Decode one file to uint8 ``(3, size, size)``; raise ``_BadImage`` when it cannot be."""
     try:
-        with Image.open(path, formats=FORMATS) as img:
+        with Image.open(path, formats=_formats()) as img:
             w, h = img.size  # from the header: nothing is decoded yet
             if w * h > max_pixels:
                 raise _BadImage(
@@ -298,6 +309,7 @@ def _fill_from_files(
     per_chunk = max(1, min(64, math.ceil(n / (4 * workers)))) if n else 1
     chunks = [range(a, min(n, a + per_chunk)) for a in range(0, n, per_chunk)]
     failures: list[tuple[int, str]] = []
+    Image.init()  # register every plugin once, before threads race to do it lazily
     with warnings.catch_warnings():
         # Pillow only warns for images between its own limit and twice that; refuse them too.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -394,7 +406,7 @@ def default_image_size(dataset: Dataset) -> int:
         raise DataError(f"The dataset at {dataset.root} has no images.")
     path = dataset.paths[0]
     try:
-        with Image.open(path, formats=FORMATS) as img:
+        with Image.open(path, formats=_formats()) as img:
             return int(max(img.size))
     except _DECODE_ERRORS as e:
         raise DataError(

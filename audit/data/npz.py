@@ -103,7 +103,7 @@ def _label_matrix(z: np.lib.npyio.NpzFile, key: str, n: int, source: str) -> np.
         if bad.any():
             r, c = (int(v[0]) for v in np.nonzero(bad))
             raise DataError(
-                f"{key!r} in {source} has value {arr[r, c]!r} at row {r} (0-based), column "
+                f"{key!r} in {source} has value {arr[r, c].item()!r} at row {r} (0-based), column "
                 f"{c}; labels must be integers: 0/1 or -1/1 for attributes, 0..K-1 for classes."
             )
         return arr.astype(np.int64)
