@@ -140,7 +140,8 @@ def test_every_plot_and_thumbnail_is_in_the_dom(selftest: tuple[str, str], repor
     assert sorted(plots) == sorted(expected)
     images = [a["src"] for t, a in tags if t == "img"]
     # the gallery orders cards by outcome row, so compare as multisets
-    assert sorted(images) == sorted(s["thumbnail"] for s in report["susceptible"] if s["thumbnail"])
+    items = report["susceptible"] + report.get("gallery", [])
+    assert sorted(images) == sorted(s["thumbnail"] for s in items if s["thumbnail"])
 
 
 _NUMBER = re.compile(r"^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)(e[-+]?[0-9]+)?$", re.I)

@@ -110,14 +110,34 @@ def test_uncertainty_bars_are_labelled_as_rates(html: str, report: dict) -> None
     assert f"dense, 0: {rate:.3f}" in section.split('data-plot="uncertainty|Smiling|Young"')[1]
 
 
-def test_gallery_places_cards_by_outcome_and_confidence(html: str, report: dict) -> None:
+def _cell_block(html: str, outcome: str, confident: bool) -> str:
+    cell = "confident" if confident else "uncertain"
+    return html.split(f'data-cell="{outcome}-{cell}"')[1].split('data-cell="')[0]
+
+
+def test_gallery_grid_shows_gallery_items_by_outcome_and_confidence(
+    html: str, report: dict
+) -> None:
+    for item in report["gallery"]:
+        block = _cell_block(html, item["outcome"], item["confident"])
+        assert item["id"] in block and item["thumbnail"] in block
+        assert f"#0 {item['id']}" not in block  # rank 0 = not ranked, not shown
+    assert "none" in _cell_block(html, "FP", True)  # the fixture has no confident FP
+    strip = html.split("Most susceptible (ranked)")[1].split('<div class="gallery">')[0]
     for item in report["susceptible"]:
-        cell = "confident" if item["confident"] else "uncertain"
-        block = html.split(f'data-cell="{item["outcome"]}-{cell}"')[1].split('data-cell="')[0]
-        assert item["id"] in block
-        assert item["thumbnail"] in block
-    thumbs = [s["thumbnail"] for s in report["susceptible"] if s["thumbnail"]]
+        assert f"#{item['rank']} {item['id']}" in strip
+    thumbs = [s["thumbnail"] for s in report["susceptible"] + report["gallery"] if s["thumbnail"]]
     assert html.count('<img src="data:image/png;base64,') == len(thumbs)
+
+
+def test_without_gallery_key_the_grid_shows_the_susceptible_items(report: dict) -> None:
+    del report["gallery"]
+    html = render_html(report)
+    assert "Most susceptible (ranked)" not in html
+    for item in report["susceptible"]:
+        block = _cell_block(html, item["outcome"], item["confident"])
+        assert f"#{item['rank']} {item['id']}" in block and item["thumbnail"] in block
+    assert html.count('<img src="data:image/png;base64,') == len(report["susceptible"])
 
 
 def test_non_inline_thumbnail_is_refused(report: dict) -> None:

@@ -172,3 +172,15 @@ def test_md_escape_neutralises_markdown_and_html() -> None:
     assert md_escape("two\nlines\r\n\tand tab") == "two lines and tab"
     assert md_escape(3) == "3"
     assert md_escape("x" * 50, max_len=10) == "x" * 9 + "…"
+
+
+def test_number_formatting_never_shows_minus_zero_or_zero_for_undefined() -> None:
+    from audit.report._format import fmt_delta, fmt_num, fmt_signed
+
+    assert fmt_num(-1e-17) == "0.000" and fmt_signed(-1e-17) == "+0.000"
+    assert fmt_num(None, reason="no positives") == "n/a (no positives)"
+    assert fmt_num(float("nan")) == "n/a"
+    assert fmt_delta({"value": 0.0812, "ci": [0.052, 0.11], "reason": None}) == (
+        "+0.081 [0.052, 0.110]"
+    )
+    assert fmt_delta({"value": None, "ci": None, "reason": "no positives"}) == "n/a (no positives)"

@@ -106,6 +106,20 @@ def test_thumbnail_must_be_an_inline_image(report: dict) -> None:
         validate_report(report)
 
 
+def test_susceptible_items_are_ranked_from_one_gallery_items_may_be_unranked(
+    report: dict,
+) -> None:
+    assert report["gallery"] and all(g["rank"] == 0 for g in report["gallery"])
+    validate_report(report)
+    report["susceptible"][0]["rank"] = 0
+    with pytest.raises(ValueError, match=r"\$\.susceptible\[0\]\.rank: 0 is less than the min"):
+        validate_report(report)
+    report["susceptible"][0]["rank"] = 1
+    report["gallery"][0]["outcome"] = "maybe"
+    with pytest.raises(ValueError, match=r"\$\.gallery\[0\]\.outcome: 'maybe' is not one of"):
+        validate_report(report)
+
+
 def test_calibration_curves_are_optional_but_typed(report: dict) -> None:
     bad = copy.deepcopy(report)
     bad["calibration_curves"]["Smiling"]["dense"]["count"][0] = 1.5

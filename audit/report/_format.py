@@ -82,7 +82,9 @@ def fmt_num(value: Any, *, digits: int = 3, reason: str | None = None) -> str:
         return na(reason)
     if isinstance(value, int):
         return f"{value:,}"
-    return f"{value:.{digits}f}"
+    text = f"{value:.{digits}f}"
+    # A tiny negative such as -1e-17 (floating-point noise) would read "-0.000".
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def fmt_signed(value: Any, *, digits: int = 3, reason: str | None = None) -> str:

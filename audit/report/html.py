@@ -427,15 +427,25 @@ def _same_sparsity(value: Any, key: str) -> bool:
     return is_number(value) and abs(float(value) - _float_or_inf(key)) < 1e-9
 
 
-def _gallery(report: Mapping[str, Any]) -> tuple[list[dict[str, Any]], Table]:
+def _gallery(
+    report: Mapping[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Table]:
+    """Gallery grid rows, the top-k strip (only when the grid has its own items), the table.
+
+    The grid shows ``report["gallery"]`` when present (examples picked per
+    outcome × confidence cell); otherwise the susceptible top-k, which are mostly uncertain.
+    """
     items = [s for s in report.get("susceptible") or [] if isinstance(s, Mapping)]
+    own = report.get("gallery")
+    grid_items = [g for g in own if isinstance(g, Mapping)] if isinstance(own, list) else items
+    strip = [_card(s) for s in items] if isinstance(own, list) else []
     rows = []
     for outcome in _OUTCOMES:
         row = {"outcome": outcome, "name": _OUTCOME_NAMES[outcome], "cells": []}
         for confident in (True, False):
             cards = [
                 _card(s)
-                for s in items
+                for s in grid_items
                 if s.get("outcome") == outcome and bool(s.get("confident")) is confident
             ]
             row["cells"].append({"confident": confident, "cards": cards})
@@ -468,7 +478,7 @@ def _gallery(report: Mapping[str, Any]) -> tuple[list[dict[str, Any]], Table]:
                 _text(_pairs(s.get("groups"))),
             ]
         )
-    return rows, table
+    return rows, strip, table
 
 
 def _pairs(mapping: Any) -> str:
@@ -482,8 +492,10 @@ def _card(s: Mapping[str, Any]) -> dict[str, Any]:
     target = s.get("target")
     probs = s.get("probs") or {}
     p = probs.get(target) if isinstance(probs, Mapping) else None
+    rank = s.get("rank")
     return {
-        "rank": s.get("rank"),
+        # gallery-only examples carry rank 0: they are not part of the ranked top-k
+        "rank": rank if is_number(rank) and rank >= 1 else None,
         "id": str(s.get("id", "")),
         "target": str(target),
         "p": fmt_num(p),
@@ -875,7 +887,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     )
     v = verdict(plain)
     inputs, thresholds = _inputs(plain)
-    gallery, susceptible = _gallery(plain)
+    gallery, top_cards, susceptible = _gallery(plain)
     forecast_pairs, agreement, agreement_summary = _forecast(plain)
     uncertainty, uncertainty_note = _uncertainty_plots(plain)
     validated = isinstance(plain.get("validation"), Mapping)
@@ -901,6 +913,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         "uncertainty_note": uncertainty_note,
         "calibration": _calibration_plots(plain),
         "gallery": gallery,
+        "top_cards": top_cards,
         "susceptible": susceptible,
         "forecast": plain.get("forecast") or {},
         "forecast_pairs": forecast_pairs,
