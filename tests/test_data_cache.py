@@ -173,3 +173,7 @@ def test_bad_arguments(data: Path) -> None:
     empty = build_image_cache(ds, np.arange(0), image_size=8)
     assert empty.images.shape == (0, 3, 8, 8) and empty.indices.tolist() == []
     assert 1 <= default_workers() <= 8
+    # Tiny images decode serially by default; threads only pay off for larger ones.
+    assert default_workers(ds.paths[0]) == 1
+    Image.fromarray(_image(0, size=(200, 100))).save(data / "big.png")
+    assert default_workers(data / "big.png") == default_workers()
