@@ -22,7 +22,7 @@ import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -169,10 +169,10 @@ def _check_fraction(value: object, name: str) -> float:
     return value
 
 
-def _check_method(method: object) -> str:
+def _check_method(method: object) -> PruneMethod:
     if method not in _METHODS:
         raise ValueError(f"method must be 'global' or 'layerwise'; got {method!r}")
-    return str(method)
+    return cast(PruneMethod, method)
 
 
 def _type_name(module: nn.Module | None) -> str:
@@ -331,16 +331,15 @@ def _smallest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     first, so exactly ``k`` go and the result never depends on the device or on how
     ``topk`` orders equal values.
     """
-    keep = torch.ones_like(scores, dtype=torch.bool)
     # kthvalue rejects k=0, so sparsity 0 keeps every weight.
     if k == 0:
-        return keep
+        return torch.ones_like(scores, dtype=torch.bool)
     threshold = torch.kthvalue(scores, k).values
-    below = scores < threshold
-    keep &= ~below
-    n_tied_to_prune = k - int(below.sum())
-    tied = torch.nonzero(scores == threshold).flatten()[:n_tied_to_prune]
-    keep[tied] = False
+    keep = scores > threshold
+    tied = torch.nonzero(scores == threshold).flatten()
+    n_below = scores.numel() - int(keep.sum()) - tied.numel()
+    # Of the tied weights, the first (k - n_below) are pruned and the rest kept.
+    keep[tied[k - n_below :]] = True
     return keep
 
 
@@ -402,7 +401,7 @@ def magnitude_masks(
         prunable weight (after ``exclude``) or a weight contains NaN.
     """
     sparsity = _check_fraction(sparsity, "sparsity")
-    method = _check_method(method)  # type: ignore[assignment]
+    method = _check_method(method)
     params = prunable_parameters(model, exclude=exclude)
     if not params:
         raise ValueError(
@@ -540,21 +539,23 @@ def _lookup(named: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
 
 
 def _copy_module(model: nn.Module) -> nn.Module:
-    """Deep-copy ``model`` so that no parameter or buffer shares storage with it."""
+    """Deep-copy ``model`` into independent leaf parameters that share no storage with it."""
     try:
-        clone = copy.deepcopy(model)
+        clone: nn.Module | None = copy.deepcopy(model)
     except Exception:
         if not isinstance(model, torch.jit.ScriptModule):
             raise
         clone = None
-    if clone is not None and not _shares_storage(model, clone):
+    if clone is not None and _is_independent_copy(model, clone):
         return clone
     if not isinstance(model, torch.jit.ScriptModule):
         raise TypeError(
-            f"copy.deepcopy of a {type(model).__name__} shares tensors with the original, so "
-            "pruning the copy would modify the loaded model"
+            f"copy.deepcopy of a {type(model).__name__} shares tensors or autograd history "
+            "with the original, so pruning the copy would touch the loaded model"
         )
-    # A TorchScript archive round-trip always yields fresh storage.
+    # deepcopy of a ScriptModule clones its parameters *through autograd* (non-leaf tensors
+    # whose gradients flow back into the original), so fall back to an archive round-trip,
+    # which always yields fresh leaf parameters.
     first = next(iter(model.parameters()), None)
     buffer = io.BytesIO()
     torch.jit.save(model, buffer)
@@ -564,12 +565,13 @@ def _copy_module(model: nn.Module) -> nn.Module:
     )
 
 
-def _shares_storage(a: nn.Module, b: nn.Module) -> bool:
+def _is_independent_copy(original: nn.Module, clone: nn.Module) -> bool:
     def pointers(m: nn.Module) -> set[int]:
         tensors = [*m.parameters(), *m.buffers()]
         return {t.untyped_storage().data_ptr() for t in tensors if t.numel()}
 
-    return bool(pointers(a) & pointers(b))
+    leaves = all(p.is_leaf for p in clone.parameters())
+    return leaves and not pointers(original) & pointers(clone)
 
 
 def prune_copy(
@@ -605,7 +607,7 @@ def prune_copy(
         As :func:`magnitude_masks`.
     """
     sparsity = _check_fraction(sparsity, "sparsity")
-    method = _check_method(method)  # type: ignore[assignment]
+    method = _check_method(method)
     # Validate against the original first so a bad pattern costs no copy.
     prunable_parameters(model, exclude=exclude)
     pruned = _copy_module(model)
@@ -854,13 +856,16 @@ def cubic_sparsity_schedule(step: int, total_steps: int, *, initial: float, fina
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's RNGs for the block and restore the caller's RNG state afterwards."""
     if device.type == "cpu":
-        fork = torch.random.fork_rng(devices=[])
-    else:
-        index = device.index
-        if index is None:
-            index = torch.accelerator.current_device_index()
-        fork = torch.random.fork_rng(devices=[index], device_type=device.type)
-    with fork:
+        with torch.random.fork_rng(devices=[]):
+            # Only the CPU generator: torch.manual_seed would also reseed (and so change)
+            # the caller's accelerator RNG, which this block does not fork.
+            torch.random.default_generator.manual_seed(seed)
+            yield
+        return
+    index = device.index
+    if index is None:
+        index = torch.accelerator.current_device_index()
+    with torch.random.fork_rng(devices=[index], device_type=device.type):
         torch.manual_seed(seed)
         yield
 
@@ -953,7 +958,7 @@ def gradual_prune_finetune(
     """
     sparsity = _check_fraction(sparsity, "sparsity")
     initial_sparsity = _check_fraction(initial_sparsity, "initial_sparsity")
-    method = _check_method(method)  # type: ignore[assignment]
+    method = _check_method(method)
     if initial_sparsity > sparsity:
         raise ValueError(
             f"initial_sparsity {initial_sparsity!r} is above the target sparsity {sparsity!r}"

@@ -297,6 +297,9 @@ def test_prune_copy_of_torchscript_model_matches_eager():
     before = {k: v.clone() for k, v in scripted.state_dict().items()}
     pruned, stats = prune_copy(scripted, 0.7)
     assert isinstance(pruned, torch.jit.ScriptModule)
+    # copy.deepcopy would give non-leaf clones whose gradients reach the original.
+    assert all(p.is_leaf for p in pruned.parameters())
+    assert not pruned.training
     for key, value in scripted.state_dict().items():
         assert torch.equal(before[key], value), key
     eager_pruned, eager_stats = prune_copy(eager, 0.7)
@@ -621,6 +624,17 @@ def test_gradual_pruning_updates_batchnorm_and_returns_eval_mode():
     assert [layer.zeros for layer in stats.layers] == [round(0.8 * 320), round(0.8 * 48)]
 
 
+def test_gradual_pruning_of_torchscript_matches_eager():
+    model, data = make_mlp(), synthetic_batches(4)
+    eager, eager_stats = finetune(model, data)
+    scripted, stats = finetune(torch.jit.script(model), data)
+    assert stats == eager_stats
+    assert all(
+        torch.allclose(a, b, atol=1e-6)
+        for a, b in zip(eager.state_dict().values(), scripted.state_dict().values(), strict=True)
+    )
+
+
 def test_gradual_pruning_without_batches_prunes_one_shot():
     model = make_mlp()
     pruned, stats = finetune(model, [])
@@ -642,3 +656,36 @@ def test_gradual_pruning_without_batches_prunes_one_shot():
 def test_gradual_pruning_rejects_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         finetune(make_mlp(), synthetic_batches(1), **kwargs)
+
+
+# ------------------------------------------------------------------------------- GPU
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_masks_equal_cpu_masks_and_recovery_runs_on_cuda():
+    model = make_cnn()
+    cpu_masks = magnitude_masks(model, 0.7)
+    gpu_model = copy.deepcopy(model).to("cuda")
+    gpu_masks = magnitude_masks(gpu_model, 0.7)
+    assert all(torch.equal(cpu_masks[k], gpu_masks[k].cpu()) for k in cpu_masks)
+
+    batches = [torch.randn(4, 3, 8, 8) for _ in range(2)]
+    assert recalibrate_batchnorm(gpu_model, batches, device="cuda") == 2
+    assert gpu_model[1].running_mean.is_cuda
+
+    gen = torch.Generator().manual_seed(0)
+    data = [
+        (
+            torch.randn(8, 3, 8, 8, generator=gen).cuda(),
+            torch.randint(0, 4, (8,), generator=gen).cuda(),
+        )
+        for _ in range(3)
+    ]
+    pruned, stats = gradual_prune_finetune(
+        model, 0.7, batches=lambda epoch: data, loss_fn=nn.functional.cross_entropy, device="cuda"
+    )
+    assert stats.achieved == pytest.approx(0.7, abs=1e-3)
+    assert next(pruned.parameters()).is_cuda
