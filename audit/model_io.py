@@ -20,6 +20,9 @@ Loading rules
   an archive is first scanned (:func:`_pt2_unsafe_reasons`) and anything outside a plain
   tensor program is refused without ``trust_checkpoint``; the module is built with
   ``ep.module(check_guards=False)``, which does not ``exec`` the archive's guard code.
+  Programs exported in training mode are refused (their outputs depend on the batch); the
+  GraphModule's ``train()``/``eval()`` only set flags (the graph fixed eval behaviour), and
+  a program with a fixed batch size is wrapped in :class:`ExportedProgramModule`.
 * TorchScript archives are loaded with ``torch.jit.load``: their code is TorchScript, which
   cannot call Python, and their pickles go through TorchScript's restricted unpickler.
 """
@@ -724,7 +727,16 @@ def _load_export(path: Path, *, trust_checkpoint: bool) -> LoadedModel:
     preprocess: dict[str, Any] = {}
     if len(shape) == 4 and all(isinstance(s, int) for s in shape[2:]) and shape[2] == shape[3]:
         preprocess["image_size"] = int(shape[2])
-    module = ExportedProgramModule(program.module(check_guards=False), lo, hi)
+    graph_module = program.module(check_guards=False)
+    # ep.module() makes train()/eval() raise. The graph's BatchNorm/dropout behaviour was fixed
+    # at export (refused above unless eval), so the mode flag changes nothing: restore the
+    # ordinary flag-setting methods so callers can use .eval()/.train() like on any module.
+    for name in ("train", "eval"):
+        graph_module.__dict__.pop(name, None)
+    graph_module.eval()
+    module: torch.nn.Module = graph_module
+    if lo > 1 or hi is not None:
+        module = ExportedProgramModule(graph_module, lo, hi)
     found = infer_num_outputs(module.state_dict())
     return LoadedModel(
         model=module,
@@ -777,13 +789,13 @@ def _refuse_training_graph(program: Any, path: Path) -> None:
 
 
 class ExportedProgramModule(torch.nn.Module):
-    """Wrap ``ExportedProgram.module()`` as an inference-only ``nn.Module``.
+    """Feed batches of any size to an exported program that accepts only some.
 
-    Exported graphs bake in eval-mode BatchNorm and dropout and refuse ``train()``/``eval()``;
-    this wrapper accepts ``eval()`` (a no-op), refuses ``train()`` with a CheckpointError (BN
-    recalibration and fine-tuning need a rebuildable architecture), and feeds batches of any
-    size by splitting them into chunks the program accepts (a program exported with a fixed
-    batch size B runs on chunks of B, the last one padded by repeating its final image).
+    A program exported without a dynamic batch dimension takes exactly the batch size B it
+    was traced with (and a dynamic one may have a minimum): batches are split into chunks of
+    at most B, and a short chunk is padded by repeating its last image, its extra outputs
+    dropped. The program is the ``program`` submodule, so parameter names gain a
+    ``program.`` prefix.
     """
 
     def __init__(self, program: torch.nn.Module, min_batch: int, max_batch: int | None) -> None:
@@ -791,20 +803,7 @@ class ExportedProgramModule(torch.nn.Module):
         self.program = program
         self.min_batch = min_batch
         self.max_batch = max_batch
-        self.train(False)
-
-    def train(self, mode: bool = True) -> ExportedProgramModule:
-        """Set eval mode; training mode is not available for exported programs."""
-        if mode:
-            raise CheckpointError(
-                "A torch.export program runs in the mode it was exported in (eval), so it "
-                "cannot be switched to training mode for BatchNorm recalibration or "
-                "fine-tuning; use --recovery none, or load the model from a state_dict with "
-                "--arch (or an audit.save_checkpoint file)."
-            )
-        for m in self.modules():
-            m.training = False
-        return self
+        self.eval()
 
     def forward(self, x: torch.Tensor) -> Any:
         """Run the program on ``x``, chunking/padding the batch to sizes it accepts."""
