@@ -905,11 +905,12 @@ def gradual_prune_finetune(
     re-applied after every optimiser step, so pruned weights stay exactly zero. If the
     iterables yield fewer steps than counted, the model is pruned to ``sparsity`` at the end.
 
-    The optimiser is SGD with Nesterov momentum 0.9 and no weight decay: the optimiser the
-    paper's models were trained and pruned with; Adam's per-weight normalisation would move
-    every weight by about ``lr`` per step whatever its gradient, scrambling the magnitudes
-    that pruning ranks; and weight decay would shrink weights towards the threshold. The
-    model trains in train mode, so BatchNorm statistics follow the training data.
+    The optimiser is SGD with Nesterov momentum 0.9 and no weight decay. SGD rather than
+    Adam(W) because Adam's per-weight normalisation moves every weight by about ``lr`` per
+    step whatever its gradient, scrambling the magnitudes that pruning ranks; no weight
+    decay because it would shrink weights towards the threshold between pruning steps. The
+    model trains in train mode, so BatchNorm statistics follow the training data (a
+    ``torch.export`` module refuses ``train()`` and keeps the mode it was exported in).
 
     Parameters
     ----------
