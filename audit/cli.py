@@ -51,8 +51,13 @@ class RichProgress:
     @contextlib.contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
         """Show one bar (or a spinner when total is None) while the block runs."""
-        columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                   MofNCompleteColumn(), TimeElapsedColumn()]
+        columns = [
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        ]
         with Progress(*columns, console=self.console, transient=True) as bar:
             tid = bar.add_task(description, total=total)
             yield lambda n: bar.advance(tid, n)
@@ -86,7 +91,9 @@ def _floats(text: str | None, flag: str, n: int | None = None) -> tuple[float, .
     except ValueError:
         raise UsageError(f"{flag} {text!r} must be a comma-separated list of numbers.") from None
     if n is not None and len(values) != n or not values:
-        raise UsageError(f"{flag} {text!r} must have {n or 'at least one'} comma-separated numbers.")
+        raise UsageError(
+            f"{flag} {text!r} must have {n or 'at least one'} comma-separated numbers."
+        )
     return values
 
 
@@ -118,27 +125,78 @@ def _summary(result: Any, console: Console) -> None:
 
 @app.command()
 def check(
-    model: Annotated[Path, typer.Argument(help="Dense checkpoint (prune-audit, state_dict, TorchScript, .pt2).")],
-    data: Annotated[Path, typer.Argument(help="Dataset folder (labels.csv, CelebA, image folder, or .npz).")],
-    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Output/label column to audit, in model-output order (repeatable).")] = None,
-    group: Annotated[list[str] | None, typer.Option("--group", "-g", help="Protected attribute column (repeatable; several → intersections too).")] = None,
-    labels: Annotated[Path | None, typer.Option("--labels", help="Manifest CSV (default DATA/labels.csv).")] = None,
-    split: Annotated[str | None, typer.Option(help="Split to evaluate on (default: test if present, else all).")] = None,
-    calib_split: Annotated[str | None, typer.Option(help="Split for threshold calibration and BN recalibration.")] = None,
+    model: Annotated[
+        Path, typer.Argument(help="Dense checkpoint (prune-audit, state_dict, TorchScript, .pt2).")
+    ],
+    data: Annotated[
+        Path, typer.Argument(help="Dataset folder (labels.csv, CelebA, image folder, or .npz).")
+    ],
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            "-t",
+            help="Output/label column to audit, in model-output order (repeatable).",
+        ),
+    ] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--group",
+            "-g",
+            help="Protected attribute column (repeatable; several → intersections too).",
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="Manifest CSV (default DATA/labels.csv).")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to evaluate on (default: test if present, else all).")
+    ] = None,
+    calib_split: Annotated[
+        str | None, typer.Option(help="Split for threshold calibration and BN recalibration.")
+    ] = None,
     train_split: Annotated[str | None, typer.Option(help="Split for fine-tuning recovery.")] = None,
-    arch: Annotated[str | None, typer.Option(help="Architecture for a raw state_dict: torchvision:NAME or package.module:factory.")] = None,
-    trust_checkpoint: Annotated[bool, typer.Option(help="Allow loading a fully pickled nn.Module (executes code from the file).")] = False,
-    task: Annotated[str | None, typer.Option(help="multilabel | binary | multiclass (default: inferred).")] = None,
-    sparsity: Annotated[str, typer.Option(help="Comma list of sparsities to validate.")] = "0.8,0.9,0.95,0.98,0.99",
-    method: Annotated[str, typer.Option(help="Magnitude pruning scope: global | layerwise.")] = "global",
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="Architecture for a raw state_dict: torchvision:NAME or package.module:factory."
+        ),
+    ] = None,
+    trust_checkpoint: Annotated[
+        bool,
+        typer.Option(help="Allow loading a fully pickled nn.Module (executes code from the file)."),
+    ] = False,
+    task: Annotated[
+        str | None, typer.Option(help="multilabel | binary | multiclass (default: inferred).")
+    ] = None,
+    sparsity: Annotated[
+        str, typer.Option(help="Comma list of sparsities to validate.")
+    ] = "0.8,0.9,0.95,0.98,0.99",
+    method: Annotated[
+        str, typer.Option(help="Magnitude pruning scope: global | layerwise.")
+    ] = "global",
     recovery: Annotated[str, typer.Option(help="After pruning: none | bn | finetune.")] = "bn",
-    exclude: Annotated[list[str] | None, typer.Option(help="fnmatch pattern of parameter names to leave dense (repeatable).")] = None,
-    finetune_epochs: Annotated[int, typer.Option(help="Epochs of gradual pruning with --recovery finetune.")] = 2,
-    finetune_lr: Annotated[float, typer.Option(help="Learning rate for --recovery finetune.")] = 1e-3,
-    finetune_seeds: Annotated[str, typer.Option(help="Comma list of fine-tuning seeds (modal predictions define CIEs).")] = "0",
-    no_validate: Annotated[bool, typer.Option("--no-validate", help="Forecast only: one dense inference pass.")] = False,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(help="fnmatch pattern of parameter names to leave dense (repeatable)."),
+    ] = None,
+    finetune_epochs: Annotated[
+        int, typer.Option(help="Epochs of gradual pruning with --recovery finetune.")
+    ] = 2,
+    finetune_lr: Annotated[
+        float, typer.Option(help="Learning rate for --recovery finetune.")
+    ] = 1e-3,
+    finetune_seeds: Annotated[
+        str, typer.Option(help="Comma list of fine-tuning seeds (modal predictions define CIEs).")
+    ] = "0",
+    no_validate: Annotated[
+        bool, typer.Option("--no-validate", help="Forecast only: one dense inference pass.")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
-    precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 (default fp32 on CPU, bf16 on CUDA).")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="fp32 | bf16 | fp16 (default fp32 on CPU, bf16 on CUDA).")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Inference batch size.")] = None,
     workers: Annotated[int | None, typer.Option(help="Image decoding threads.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Resize images to N×N.")] = None,
@@ -147,15 +205,33 @@ def check(
     top_k: Annotated[int, typer.Option(help="Susceptible samples listed in reports.")] = 50,
     bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed for everything random.")] = 0,
-    policy: Annotated[Path | None, typer.Option(help="Gate policy TOML (default: [tool.prune-audit] in ./pyproject.toml).")] = None,
-    target_sparsity: Annotated[float | None, typer.Option(help="Override the policy's target_sparsity.")] = None,
-    fail_on: Annotated[str | None, typer.Option(help="Override the policy's fail_on: validated | forecast.")] = None,
-    min_group_size: Annotated[int | None, typer.Option(help="Override the policy's min_group_size.")] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="Gate policy TOML (default: [tool.prune-audit] in ./pyproject.toml)."),
+    ] = None,
+    target_sparsity: Annotated[
+        float | None, typer.Option(help="Override the policy's target_sparsity.")
+    ] = None,
+    fail_on: Annotated[
+        str | None, typer.Option(help="Override the policy's fail_on: validated | forecast.")
+    ] = None,
+    min_group_size: Annotated[
+        int | None, typer.Option(help="Override the policy's min_group_size.")
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Report directory.")] = Path("reports"),
-    format: Annotated[str, typer.Option("--format", help="Comma list of json,md,html.")] = "json,md,html",
-    save_pruned: Annotated[bool, typer.Option(help="Also write each pruned model as a checkpoint.")] = False,
-    skip_bad_images: Annotated[bool, typer.Option(help="Skip undecodable images (counted in the report) instead of failing.")] = False,
-    summary_out: Annotated[Path | None, typer.Option(help="Also write the Markdown summary to this file.")] = None,
+    format: Annotated[
+        str, typer.Option("--format", help="Comma list of json,md,html.")
+    ] = "json,md,html",
+    save_pruned: Annotated[
+        bool, typer.Option(help="Also write each pruned model as a checkpoint.")
+    ] = False,
+    skip_bad_images: Annotated[
+        bool,
+        typer.Option(help="Skip undecodable images (counted in the report) instead of failing."),
+    ] = False,
+    summary_out: Annotated[
+        Path | None, typer.Option(help="Also write the Markdown summary to this file.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Audit MODEL on DATA: dense criteria, forecast, validation by pruning, reports, gate."""
@@ -171,28 +247,58 @@ def check(
         if overrides:
             from audit.config import policy_from_mapping
 
-            pol = policy_from_mapping(dataclasses.asdict(pol) | overrides, source="(command-line overrides)")
+            pol = policy_from_mapping(
+                dataclasses.asdict(pol) | overrides, source="(command-line overrides)"
+            )
             source += " + command-line overrides"
-        choices = {"method": (method, ("global", "layerwise")), "recovery": (recovery, ("none", "bn", "finetune"))}
+        choices = {
+            "method": (method, ("global", "layerwise")),
+            "recovery": (recovery, ("none", "bn", "finetune")),
+        }
         if task is not None:
             choices["task"] = (task, ("multilabel", "binary", "multiclass"))
         for flag, (value, allowed) in choices.items():
             if value not in allowed:
                 raise UsageError(f"--{flag} {value!r} is not one of {', '.join(allowed)}.")
         cfg = AuditConfig(
-            model=model, data=data, out=out_dir, targets=tuple(target or ()), groups=tuple(group or ()),
-            labels_file=labels, split=split, calib_split=calib_split, train_split=train_split,
-            arch=arch, trust_checkpoint=trust_checkpoint, task=task,  # type: ignore[arg-type]
+            model=model,
+            data=data,
+            out=out_dir,
+            targets=tuple(target or ()),
+            groups=tuple(group or ()),
+            labels_file=labels,
+            split=split,
+            calib_split=calib_split,
+            train_split=train_split,
+            arch=arch,
+            trust_checkpoint=trust_checkpoint,
+            task=task,  # type: ignore[arg-type]
             sparsities=_floats(sparsity, "--sparsity") or (),
-            method=method, recovery=recovery, exclude=tuple(exclude or ()),  # type: ignore[arg-type]
-            finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
-            finetune_seeds=tuple(int(x) for x in _floats(finetune_seeds, "--finetune-seeds") or (0,)),
-            validate=not no_validate, device=device, precision=precision,  # type: ignore[arg-type]
-            batch_size=batch_size, workers=workers, image_size=image_size,
-            mean=_floats(mean, "--mean", 3), std=_floats(std, "--std", 3),  # type: ignore[arg-type]
-            top_k=top_k, bootstrap=bootstrap, seed=seed, policy=pol, policy_source=source,
+            method=method,
+            recovery=recovery,
+            exclude=tuple(exclude or ()),  # type: ignore[arg-type]
+            finetune_epochs=finetune_epochs,
+            finetune_lr=finetune_lr,
+            finetune_seeds=tuple(
+                int(x) for x in _floats(finetune_seeds, "--finetune-seeds") or (0,)
+            ),
+            validate=not no_validate,
+            device=device,
+            precision=precision,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            workers=workers,
+            image_size=image_size,
+            mean=_floats(mean, "--mean", 3),
+            std=_floats(std, "--std", 3),  # type: ignore[arg-type]
+            top_k=top_k,
+            bootstrap=bootstrap,
+            seed=seed,
+            policy=pol,
+            policy_source=source,
             formats=tuple(f.strip() for f in format.split(",") if f.strip()),
-            save_pruned=save_pruned, skip_bad_images=skip_bad_images, summary_out=summary_out,
+            save_pruned=save_pruned,
+            skip_bad_images=skip_bad_images,
+            summary_out=summary_out,
             quiet=quiet,
         )
         from audit.runner import SilentProgress, run_audit
@@ -213,8 +319,12 @@ def check(
 @app.command()
 def report(
     audit_json: Annotated[Path, typer.Argument(help="A report.json written by `check`.")],
-    format: Annotated[str, typer.Option("--format", help="Comma list of json,md,html.")] = "md,html",
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Directory (default: beside AUDIT_JSON).")] = None,
+    format: Annotated[
+        str, typer.Option("--format", help="Comma list of json,md,html.")
+    ] = "md,html",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Directory (default: beside AUDIT_JSON).")
+    ] = None,
 ) -> None:
     """Re-render reports from a saved report.json (no model or data needed)."""
     from audit.report import validate_report, write_reports
@@ -223,9 +333,15 @@ def report(
         try:
             data = json.loads(audit_json.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise AuditError(f"Cannot read {str(audit_json)!r}: {exc.strerror or exc}. Pass a report.json written by `prune-audit check`.") from None
+            raise AuditError(
+                f"Cannot read {str(audit_json)!r}: {exc.strerror or exc}. "
+                "Pass a report.json written by `prune-audit check`."
+            ) from None
         except json.JSONDecodeError as exc:
-            raise AuditError(f"{str(audit_json)!r} is not valid JSON ({exc}). Pass a report.json written by `prune-audit check`.") from None
+            raise AuditError(
+                f"{str(audit_json)!r} is not valid JSON ({exc}). "
+                "Pass a report.json written by `prune-audit check`."
+            ) from None
         try:
             validate_report(data)
         except ValueError as exc:
@@ -233,7 +349,9 @@ def report(
         formats = tuple(f.strip() for f in format.split(",") if f.strip())
         bad = [f for f in formats if f not in ("json", "md", "html")]
         if bad or not formats:
-            raise UsageError(f"--format {format!r} is not valid; use a comma list of json, md, html.")
+            raise UsageError(
+                f"--format {format!r} is not valid; use a comma list of json, md, html."
+            )
         files = write_reports(data, out_dir or audit_json.parent, formats=formats)
     except typer.Exit:
         raise
@@ -245,7 +363,9 @@ def report(
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Report directory.")] = Path("reports/demo"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Report directory.")] = Path(
+        "reports/demo"
+    ),
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
     bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the example data and model.")] = 0,
@@ -265,8 +385,14 @@ def demo(
         with progress.task("Preparing the example (cached after the first run)", None):
             model_path, data_dir = prepare_demo(seed=seed)
         cfg = AuditConfig(
-            model=model_path, data=data_dir, out=out_dir, groups=(DEMO_GROUP,), device=device,
-            bootstrap=bootstrap, seed=seed, quiet=quiet,
+            model=model_path,
+            data=data_dir,
+            out=out_dir,
+            groups=(DEMO_GROUP,),
+            device=device,
+            bootstrap=bootstrap,
+            seed=seed,
+            quiet=quiet,
         )
         result = run_audit(cfg, progress=progress)
     except typer.Exit:

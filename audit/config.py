@@ -157,7 +157,9 @@ def _parse_toml(text: str, name: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"Policy file {name!r} is not valid TOML: {exc}. Fix the syntax.") from None
+        raise PolicyError(
+            f"Policy file {name!r} is not valid TOML: {exc}. Fix the syntax."
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -234,9 +236,7 @@ class AuditConfig:
             if value < minimum:
                 raise UsageError(f"{name} is {value}; it must be at least {minimum}.")
         for name, triple in (("--mean", self.mean), ("--std", self.std)):
-            if triple is not None and (
-                len(triple) != 3 or (name == "--std" and min(triple) <= 0)
-            ):
+            if triple is not None and (len(triple) != 3 or (name == "--std" and min(triple) <= 0)):
                 raise UsageError(
                     f"{name} {triple!r} must be three comma-separated numbers (one per RGB "
                     "channel)" + (", all positive." if name == "--std" else ".")

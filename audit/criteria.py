@@ -116,8 +116,10 @@ def build_population(
     labels = np.asarray(labels, dtype=np.int8)
     groups = np.asarray(groups).reshape(len(labels), -1)
     train_groups = np.asarray(train_groups).reshape(len(train_labels), -1)
-    train_rate = np.asarray(train_labels, dtype=float).mean(axis=0) if len(train_labels) else (
-        labels.mean(axis=0)
+    train_rate = (
+        np.asarray(train_labels, dtype=float).mean(axis=0)
+        if len(train_labels)
+        else (labels.mean(axis=0))
     )
     columns: list[tuple[str, list[int]]] = [(g, [i]) for i, g in enumerate(group_names)]
     if len(group_names) >= 2:
@@ -126,7 +128,9 @@ def build_population(
     for name, cols in columns:
         cells, cell_values = M.encode_cells(groups[:, cols])
         shown = tuple(
-            "×".join(_value_name(group_names[c], v, value_names) for c, v in zip(cols, vals, strict=True))
+            "×".join(
+                _value_name(group_names[c], v, value_names) for c, v in zip(cols, vals, strict=True)
+            )
             for vals in cell_values
         )
         sizes = np.bincount(cells, minlength=len(shown))
@@ -179,7 +183,9 @@ def _majority_cells(
         why = "bias amplification is defined for a binary group attribute only"
         return majority, tuple(why for _ in range(n_targets))
     if len(train_labels) == 0:
-        return majority, tuple("no train split to choose the majority group from" for _ in range(n_targets))
+        return majority, tuple(
+            "no train split to choose the majority group from" for _ in range(n_targets)
+        )
     g = train_groups[:, cols[0]]
     reasons: list[str | None] = []
     for a in range(n_targets):
@@ -232,7 +238,11 @@ def uncertain(probs: np.ndarray, task: str, band: tuple[float, float]) -> np.nda
 
 # ---------------------------------------------------------------------------- counts and gaps
 def cell_counts(
-    pop: Population, key: GroupKey, pred: np.ndarray, unc: np.ndarray, weights: np.ndarray | None = None
+    pop: Population,
+    key: GroupKey,
+    pred: np.ndarray,
+    unc: np.ndarray,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Sufficient statistics (…, A, C, 5): tp, fp, tn, fn, uncertain."""
     return M.confusion_counts(
@@ -319,9 +329,7 @@ def _gap_reason(metric: str, key: GroupKey, rates: dict[str, np.ndarray], a: int
     return f"not estimable: {detail}"
 
 
-def metrics_block(
-    pop: Population, probs: np.ndarray, thresholds: np.ndarray
-) -> dict[str, Any]:
+def metrics_block(pop: Population, probs: np.ndarray, thresholds: np.ndarray) -> dict[str, Any]:
     """The per-target metrics block of docs/report-json.md for one threshold choice."""
     pred = predict_labels(probs, thresholds, pop.task)
     unc = uncertain(probs, pop.task, pop.band)
@@ -345,7 +353,9 @@ def metrics_block(
                 a,
                 None,
                 ece=M.expected_calibration_error(y, p),
-                underprediction=M.underprediction_ratio(y, pred[:, a], train_positive_rate=train_rate),
+                underprediction=M.underprediction_ratio(
+                    y, pred[:, a], train_positive_rate=train_rate
+                ),
                 where="the evaluation set",
             ),
             "by_group": {},
@@ -378,9 +388,7 @@ def metrics_block(
                 }
             ba_v = _num(gaps["bias_amplification"][a])
             ba_reason = key.ba_reason[a] or (
-                None
-                if ba_v is not None
-                else _ba_count_reason(rates, a, key)
+                None if ba_v is not None else _ba_count_reason(rates, a, key)
             )
             entry["by_group"][key.name] = {
                 "cells": cells,

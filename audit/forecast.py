@@ -151,7 +151,10 @@ def forecast(
             reason = f"forecast Δ {worst:+.3f} → {level}"
             if excess is not None and excess >= INTERDEPENDENCE_BUMP and level != "high":
                 level = _LEVELS[_LEVELS.index(level) + 1]
-                reason += f"; raised to {level}: interdependence excess {excess:.2f} ≥ {INTERDEPENDENCE_BUMP}"
+                reason += (
+                    f"; raised to {level}: interdependence excess {excess:.2f}"
+                    f" ≥ {INTERDEPENDENCE_BUMP}"
+                )
             pairs.append(
                 {
                     "target": target,
@@ -181,8 +184,10 @@ def susceptible_samples(
     """
     score, which = susceptibility_scores(probs, pop.task)
     order = np.lexsort((np.arange(len(score)), -score))[:top_k]
-    return [_sample_item(pop, probs, thresholds, int(i), rank + 1, float(score[i]), int(which[i]))
-            for rank, i in enumerate(order)]
+    return [
+        _sample_item(pop, probs, thresholds, int(i), rank + 1, float(score[i]), int(which[i]))
+        for rank, i in enumerate(order)
+    ]
 
 
 def gallery_samples(
@@ -194,17 +199,30 @@ def gallery_samples(
     judged on each sample's most susceptible target.
     """
     score, which = susceptibility_scores(probs, pop.task)
-    items = [_sample_item(pop, probs, thresholds, i, 0, float(score[i]), int(which[i]))
-             for i in range(len(score))] if len(score) <= 2000 else None
+    items = (
+        [
+            _sample_item(pop, probs, thresholds, i, 0, float(score[i]), int(which[i]))
+            for i in range(len(score))
+        ]
+        if len(score) <= 2000
+        else None
+    )
     if items is None:  # avoid building N dicts on large sets: pick candidates first
         cand = np.concatenate([np.argsort(-score)[:500], np.argsort(score)[:500]])
-        items = [_sample_item(pop, probs, thresholds, int(i), 0, float(score[i]), int(which[i]))
-                 for i in np.unique(cand)]
+        items = [
+            _sample_item(pop, probs, thresholds, int(i), 0, float(score[i]), int(which[i]))
+            for i in np.unique(cand)
+        ]
     out = []
     for outcome in ("TP", "FP", "TN", "FN"):
         for confident in (True, False):
             cell = [it for it in items if it["outcome"] == outcome and it["confident"] == confident]
-            cell.sort(key=lambda it: (it["susceptibility"] if confident else -it["susceptibility"], it["index"]))
+            cell.sort(
+                key=lambda it: (
+                    it["susceptibility"] if confident else -it["susceptibility"],
+                    it["index"],
+                )
+            )
             out.extend(cell[:per_cell])
     return out
 

@@ -88,7 +88,9 @@ def level_checks(
             else:
                 drop = -acc["value"]
                 detail = f"accuracy change {acc['value']:+.4f} (no CI)"
-        checks.append(_check("accuracy_drop", target, None, s, drop, policy.max_accuracy_drop, detail))
+        checks.append(
+            _check("accuracy_drop", target, None, s, drop, policy.max_accuracy_drop, detail)
+        )
     return checks
 
 

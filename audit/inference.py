@@ -42,7 +42,9 @@ def resolve_device(spec: str) -> torch.device:
         try:
             dev = torch.device(spec)
         except RuntimeError:
-            raise UsageError(f"--device {spec!r} is not a valid device; use cuda or cuda:N.") from None
+            raise UsageError(
+                f"--device {spec!r} is not a valid device; use cuda or cuda:N."
+            ) from None
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise UsageError(
                 f"--device {spec} names GPU {dev.index} but only {torch.cuda.device_count()} "
@@ -60,7 +62,8 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
         raise UsageError(f"--precision {precision!r} is not one of fp32, bf16, fp16.")
     if precision == "fp16" and device.type == "cpu":
         raise UsageError(
-            "--precision fp16 is not supported on CPU (autocast on CPU runs bf16); use fp32 or bf16."
+            "--precision fp16 is not supported on CPU (autocast on CPU runs bf16); "
+            "use fp32 or bf16."
         )
     return precision
 
@@ -127,7 +130,9 @@ def broadcast_object(obj: object, dist_ctx: Dist) -> object:
     return box[0]
 
 
-def _gather_rows(local: torch.Tensor, n_total: int, dist_ctx: Dist, device: torch.device) -> np.ndarray:
+def _gather_rows(
+    local: torch.Tensor, n_total: int, dist_ctx: Dist, device: torch.device
+) -> np.ndarray:
     """All-gather contiguous row shards into the full (n_total, K) array, in order."""
     import torch.distributed as dist
 

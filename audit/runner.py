@@ -37,7 +37,9 @@ SCHEMA_VERSION = "1.0"
 class Progress(Protocol):
     """Where the runner reports progress; the CLI passes a rich-backed implementation."""
 
-    def task(self, description: str, total: int | None) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+    def task(
+        self, description: str, total: int | None
+    ) -> contextlib.AbstractContextManager[Callable[[int], None]]:
         """Open a task; the context yields an ``advance(n)`` callable."""
         ...
 
@@ -92,7 +94,9 @@ class Selection:
     splits: dict[str, Any]
 
 
-def _choose_columns(cfg: AuditConfig, ds: Dataset, lm: LoadedModel) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _choose_columns(
+    cfg: AuditConfig, ds: Dataset, lm: LoadedModel
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     available = list(ds.columns)
 
     def check(cols: tuple[str, ...], flag: str) -> None:
@@ -188,8 +192,7 @@ def _select(cfg: AuditConfig, ds: Dataset, lm: LoadedModel) -> Selection:
         idx = np.flatnonzero(splits == name)
         if len(idx) == 0:
             raise DataError(
-                f"{flag} {name!r} matches no samples; the dataset's splits are "
-                f"{', '.join(names)}."
+                f"{flag} {name!r} matches no samples; the dataset's splits are {', '.join(names)}."
             )
         return idx
 
@@ -323,6 +326,8 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
         ds = load_dataset(cfg.data, labels_file=cfg.labels_file)
         sel = _select(cfg, ds, lm)
         pre = _preprocess(cfg, ds, lm)
+        if cfg.validate:
+            _check_prunable(cfg, lm)
         runtime = inference.Runtime(
             device=device,
             precision=precision,
@@ -336,8 +341,12 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
         both = np.concatenate([sel.eval_idx, sel.calib_idx])
         with progress.task("Decoding images", len(both)) as advance:
             cache = build_image_cache(
-                ds, both, image_size=pre["image_size"], skip_bad=cfg.skip_bad_images,
-                workers=cfg.workers, progress=advance,
+                ds,
+                both,
+                image_size=pre["image_size"],
+                skip_bad=cfg.skip_bad_images,
+                workers=cfg.workers,
+                progress=advance,
             )
         caches.append(cache)
         kept = cache.indices
@@ -372,7 +381,11 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                 f"direction are taken from the calibration split ({sel.splits['calib']})."
             )
         pop = criteria.build_population(
-            sel.targets, sel.task, labels, groups, sel.groups,
+            sel.targets,
+            sel.task,
+            labels,
+            groups,
+            sel.groups,
             train_labels=_label_matrix(ds, sel, train_source),
             train_groups=_group_matrix(ds, sel, train_source),
             min_group_size=cfg.policy.min_group_size,
@@ -431,8 +444,12 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             if cfg.recovery == "finetune":
                 with progress.task("Decoding train images", len(sel.train_idx)) as advance:
                     train_cache = build_image_cache(
-                        ds, sel.train_idx, image_size=pre["image_size"],
-                        skip_bad=cfg.skip_bad_images, workers=cfg.workers, progress=advance,
+                        ds,
+                        sel.train_idx,
+                        image_size=pre["image_size"],
+                        skip_bad=cfg.skip_bad_images,
+                        workers=cfg.workers,
+                        progress=advance,
                     )
                 caches.append(train_cache)
             if cfg.save_pruned:
@@ -440,18 +457,43 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             with progress.task("Pruning levels", len(sparsities)) as advance_levels:
                 for s in sparsities:
                     pm, stats, probs = _pruned_pass(
-                        cfg, lm, sel, s, runtime, eval_images, calib_images, train_cache, ds, progress
+                        cfg,
+                        lm,
+                        sel,
+                        s,
+                        runtime,
+                        eval_images,
+                        calib_images,
+                        train_cache,
+                        ds,
+                        progress,
                     )
                     pruned_probs.append(probs)
                     if staging is not None and dist_ctx.is_main:
                         save_checkpoint(
-                            staging / f"pruned-{s:g}.pt", pm.to("cpu"), arch=lm.arch or "unknown",
-                            outputs=list(sel.targets), task=sel.task,
+                            staging / f"pruned-{s:g}.pt",
+                            pm.to("cpu"),
+                            arch=lm.arch or "unknown",
+                            outputs=list(sel.targets),
+                            task=sel.task,
                             preprocess={k: pre[k] for k in ("image_size", "mean", "std")},
                         )
                     if dist_ctx.is_main:
                         assert boot is not None
-                        levels.append(_level(pop, cfg, s, stats, probs, dense_probs, thresholds, boot, eval_idx, ds))
+                        levels.append(
+                            _level(
+                                pop,
+                                cfg,
+                                s,
+                                stats,
+                                probs,
+                                dense_probs,
+                                thresholds,
+                                boot,
+                                eval_idx,
+                                ds,
+                            )
+                        )
                     advance_levels(1)
             del pm
 
@@ -460,7 +502,9 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
 
         validation = None
         if cfg.validate:
-            main_level = min(levels, key=lambda lv: abs(lv["sparsity"] - cfg.policy.target_sparsity))
+            main_level = min(
+                levels, key=lambda lv: abs(lv["sparsity"] - cfg.policy.target_sparsity)
+            )
             agreement = validate.forecast_agreement(fc, main_level, mode=cfg.policy.thresholds)
             agreement["by_level"] = [
                 {
@@ -477,12 +521,17 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                 "max_safe_sparsity": gate.max_safe_sparsity(levels, dense, cfg.policy),
             }
         gate_result = gate.evaluate_gate(
-            cfg.policy, dense=dense, forecast=fc, levels=levels or None,
+            cfg.policy,
+            dense=dense,
+            forecast=fc,
+            levels=levels or None,
             policy_source=cfg.policy_source,
         )
         for c in gate_result["checks"]:
             if c["outcome"] == "undefined" and cfg.policy.on_undefined == "warn":
-                warnings.append(f"gate check {c['name']} for {c['target']} is undefined: {c['detail']}")
+                warnings.append(
+                    f"gate check {c['name']} for {c['target']} is undefined: {c['detail']}"
+                )
         report = {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": "prune-audit", "version": __version__},
@@ -500,7 +549,8 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                 "task": sel.task,
                 "targets": list(sel.targets),
                 "groups": list(sel.groups),
-                "splits": sel.splits | {"sizes": sel.splits["sizes"] | {"eval": int(pop.n), "calib": len(calib_idx)}},
+                "splits": sel.splits
+                | {"sizes": sel.splits["sizes"] | {"eval": int(pop.n), "calib": len(calib_idx)}},
                 "preprocessing": pre,
                 "device": str(device),
                 "precision": precision,
@@ -541,7 +591,10 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
 
         with progress.task("Writing reports", None):
             files = write_reports(
-                report, cfg.out, formats=cfg.formats, predictions=predictions,
+                report,
+                cfg.out,
+                formats=cfg.formats,
+                predictions=predictions,
                 summary_out=cfg.summary_out,
             )
         if staging is not None:
@@ -558,6 +611,35 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
         inference.shutdown_distributed()
 
 
+def _check_prunable(cfg: AuditConfig, lm: LoadedModel) -> None:
+    """Fail before any inference when the model cannot be pruned/recovered as asked."""
+    try:
+        params = prune.prunable_parameters(lm.model, exclude=cfg.exclude)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--exclude: {exc}") from None
+    if not params:
+        raise CheckpointError(
+            f"The model {str(cfg.model)!r} has no prunable Conv/Linear weights"
+            + (" left after --exclude" if cfg.exclude else "")
+            + "; there is nothing to validate. Use --no-validate for the dense-only forecast."
+        )
+    if cfg.recovery == "bn" and lm.format == "export":
+        has_bn = (
+            any(
+                "batch_norm" in str(getattr(n, "target", ""))
+                for n in getattr(lm.model, "graph", ()).nodes
+            )
+            if hasattr(lm.model, "graph")
+            else False
+        )
+        if has_bn:
+            raise UsageError(
+                "A torch.export program has its BatchNorm folded in eval mode, so --recovery bn "
+                "cannot re-estimate its statistics. Use --recovery none, or give the model as a "
+                "prune-audit checkpoint / state_dict with --arch."
+            )
+
+
 def _parent(out: Path) -> Path:
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -567,7 +649,8 @@ def _parent(out: Path) -> Path:
 def _check_logits(logits: np.ndarray, sel: Selection, cfg: AuditConfig) -> None:
     if logits.ndim != 2 or logits.shape[1] != len(sel.targets):
         raise CheckpointError(
-            f"The model {str(cfg.model)!r} produced {logits.shape[1] if logits.ndim == 2 else logits.shape} "
+            f"The model {str(cfg.model)!r} produced "
+            f"{logits.shape[1] if logits.ndim == 2 else logits.shape} "
             f"outputs per image but {len(sel.targets)} targets were selected "
             f"({', '.join(sel.targets)}). Pass one --target per model output, in output order."
         )
@@ -609,12 +692,18 @@ def _pruned_pass(
             )
             with progress.task(f"Fine-tuning to {s:g} (seed {seed})", cfg.finetune_epochs) as adv:
                 pm, stats = prune.gradual_prune_finetune(
-                    inference.prepare_model(lm.model, runtime), s,
-                    batches=lambda epoch, seed=seed: inference.training_batches(
+                    inference.prepare_model(lm.model, runtime),
+                    s,
+                    batches=lambda epoch, seed=seed, target=target: inference.training_batches(
                         train_cache.images, target, runtime, epoch=epoch, seed=seed
                     ),
-                    loss_fn=loss_fn, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, seed=seed,
-                    method=cfg.method, exclude=cfg.exclude, device=runtime.device,
+                    loss_fn=loss_fn,
+                    epochs=cfg.finetune_epochs,
+                    lr=cfg.finetune_lr,
+                    seed=seed,
+                    method=cfg.method,
+                    exclude=cfg.exclude,
+                    device=runtime.device,
                     progress=lambda done, total: adv(1) if done else None,
                 )
         else:
@@ -682,7 +771,9 @@ def _calibration_curves(
     return out
 
 
-def _verdict(gate_result: dict[str, Any], fc: dict[str, Any], validation: dict[str, Any] | None) -> dict[str, Any]:
+def _verdict(
+    gate_result: dict[str, Any], fc: dict[str, Any], validation: dict[str, Any] | None
+) -> dict[str, Any]:
     passed = bool(gate_result["passed"])
     safe = validation["max_safe_sparsity"] if validation else None
     if passed:
@@ -691,8 +782,15 @@ def _verdict(gate_result: dict[str, Any], fc: dict[str, Any], validation: dict[s
         head = f"Gate failed: {len(gate_result['failures'])} check(s) exceed the policy"
     if validation:
         head += (
-            f"; max safe sparsity {safe:g}." if safe is not None else "; no audited sparsity is safe."
+            f"; max safe sparsity {safe:g}."
+            if safe is not None
+            else "; no audited sparsity is safe."
         )
     else:
         head += f" (forecast only: risk {fc['verdict']})."
-    return {"passed": passed, "headline": head, "forecast": fc["verdict"], "max_safe_sparsity": safe}
+    return {
+        "passed": passed,
+        "headline": head,
+        "forecast": fc["verdict"],
+        "max_safe_sparsity": safe,
+    }

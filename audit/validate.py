@@ -63,7 +63,9 @@ class PairedBootstrap:
         self.pop = pop
         self.thresholds = thresholds
         self.weights = (
-            M.bootstrap_weights(pop.n, n_resamples=n_resamples, seed=seed) if n_resamples > 0 else None
+            M.bootstrap_weights(pop.n, n_resamples=n_resamples, seed=seed)
+            if n_resamples > 0
+            else None
         )
         self.dense = {mode: self._stats(dense_probs, mode) for mode in MODES}
 
@@ -85,7 +87,9 @@ class PairedBootstrap:
 
     def deltas(self, pruned_probs: np.ndarray) -> dict[str, Any]:
         """``{"default": Delta, "calibrated": Delta}`` (docs/report-json.md) for one model."""
-        return {mode: self._delta(self.dense[mode], self._stats(pruned_probs, mode)) for mode in MODES}
+        return {
+            mode: self._delta(self.dense[mode], self._stats(pruned_probs, mode)) for mode in MODES
+        }
 
     def _delta(self, dense: dict[str, Any], pruned: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -72,7 +72,9 @@ def train_tiny(root: Path, *, steps: int = 60, seed: int = 0) -> torch.nn.Module
 
 
 @pytest.fixture(scope="session")
-def tiny_audit_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, torch.nn.Module]:
+def tiny_audit_inputs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, Path, torch.nn.Module]:
     """(checkpoint path, data dir, model): a trained TinyNet saved as a prune-audit checkpoint."""
     from audit import save_checkpoint
 
@@ -80,7 +82,11 @@ def tiny_audit_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
     model = train_tiny(root)
     ckpt = root.parent / "model.pt"
     save_checkpoint(
-        ckpt, model, arch="tests.conftest:tiny_net", outputs=["red", "green", "blue"],
-        task="multilabel", preprocess={"image_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3},
+        ckpt,
+        model,
+        arch="tests.conftest:tiny_net",
+        outputs=["red", "green", "blue"],
+        task="multilabel",
+        preprocess={"image_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3},
     )
     return ckpt, root, model

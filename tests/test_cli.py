@@ -16,9 +16,25 @@ runner = CliRunner()
 
 def _args(ckpt: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "check", str(ckpt), str(data), "--arch", ARCH, "--group", "tinted", "--out", str(out),
-        "--sparsity", "0.5", "--bootstrap", "30", "--device", "cpu", "--quiet",
-        "--min-group-size", "5", *extra,
+        "check",
+        str(ckpt),
+        str(data),
+        "--arch",
+        ARCH,
+        "--group",
+        "tinted",
+        "--out",
+        str(out),
+        "--sparsity",
+        "0.5",
+        "--bootstrap",
+        "30",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--min-group-size",
+        "5",
+        *extra,
     ]
 
 
@@ -28,11 +44,16 @@ def _policy(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_exit_0_when_gate_passes(tiny_audit_inputs: tuple[Path, Path, torch.nn.Module], tmp_path: Path) -> None:
+def test_exit_0_when_gate_passes(
+    tiny_audit_inputs: tuple[Path, Path, torch.nn.Module], tmp_path: Path
+) -> None:
     ckpt, data, _ = tiny_audit_inputs
-    pol = _policy(tmp_path, "target_sparsity = 0.5\nmax_delta_fnr_gap = 1\nmax_delta_fpr_gap = 1\n"
-                  "max_delta_accuracy_gap = 1\nmax_delta_bias_amplification = 1\nmax_accuracy_drop = 1\n"
-                  "on_undefined = 'warn'\n")
+    pol = _policy(
+        tmp_path,
+        "target_sparsity = 0.5\nmax_delta_fnr_gap = 1\nmax_delta_fpr_gap = 1\n"
+        "max_delta_accuracy_gap = 1\nmax_delta_bias_amplification = 1\nmax_accuracy_drop = 1\n"
+        "on_undefined = 'warn'\n",
+    )
     res = runner.invoke(app, _args(ckpt, data, tmp_path / "out", "--policy", str(pol)))
     assert res.exit_code == 0, res.output
     assert "PASSED" in res.stdout
@@ -41,7 +62,9 @@ def test_exit_0_when_gate_passes(tiny_audit_inputs: tuple[Path, Path, torch.nn.M
 
 def test_exit_1_when_gate_fails(tiny_audit_inputs, tmp_path: Path) -> None:
     ckpt, data, _ = tiny_audit_inputs
-    pol = _policy(tmp_path, "target_sparsity = 0.97\nmax_accuracy_drop = 0.0\nmax_delta_fnr_gap = 0.0\n")
+    pol = _policy(
+        tmp_path, "target_sparsity = 0.97\nmax_accuracy_drop = 0.0\nmax_delta_fnr_gap = 0.0\n"
+    )
     res = runner.invoke(app, _args(ckpt, data, tmp_path / "out", "--policy", str(pol)))
     assert res.exit_code == 1, res.output
     assert "FAILED" in res.stdout and "accuracy_drop" in res.stdout
@@ -52,11 +75,19 @@ def test_exit_1_when_gate_fails(tiny_audit_inputs, tmp_path: Path) -> None:
     [
         (lambda a, tmp: a.__setitem__(1, str(tmp / "missing.pt")), "missing.pt"),
         (lambda a, tmp: a.__setitem__(a.index("tinted"), "nope"), "'nope'"),
-        (lambda a, tmp: a.extend(["--policy", str(_policy(tmp, "max_delta_fnr = 0.1\n"))]), "unknown key"),
-        (lambda a, tmp: a.__setitem__(a.index("--arch") + 1, "torchvision:resnet18"), "do not fit architecture"),
+        (
+            lambda a, tmp: a.extend(["--policy", str(_policy(tmp, "max_delta_fnr = 0.1\n"))]),
+            "unknown key",
+        ),
+        (
+            lambda a, tmp: a.__setitem__(a.index("--arch") + 1, "torchvision:resnet18"),
+            "do not fit architecture",
+        ),
     ],
 )
-def test_exit_3_on_bad_input_and_nothing_written(tiny_audit_inputs, tmp_path: Path, mutate, match: str) -> None:
+def test_exit_3_on_bad_input_and_nothing_written(
+    tiny_audit_inputs, tmp_path: Path, mutate, match: str
+) -> None:
     ckpt, data, _ = tiny_audit_inputs
     out = tmp_path / "out"
     args = _args(ckpt, data, out)
@@ -84,7 +115,9 @@ def test_version_and_report_rerender(tiny_audit_inputs, tmp_path: Path) -> None:
     ckpt, data, _ = tiny_audit_inputs
     pol = _policy(tmp_path, "target_sparsity = 0.5\non_undefined = 'warn'\nmax_accuracy_drop = 1\n")
     runner.invoke(app, _args(ckpt, data, tmp_path / "a", "--policy", str(pol)))
-    res = runner.invoke(app, ["report", str(tmp_path / "a" / "report.json"), "--out", str(tmp_path / "b")])
+    res = runner.invoke(
+        app, ["report", str(tmp_path / "a" / "report.json"), "--out", str(tmp_path / "b")]
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "b" / "report.html").read_text().startswith("<!")
     (tmp_path / "bad.json").write_text("{}")

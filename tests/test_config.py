@@ -60,7 +60,9 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_config_validation_and_target_sparsity_added() -> None:
-    cfg = AuditConfig(model=Path("m"), data=Path("d"), sparsities=(0.5, 0.8), policy=Policy(target_sparsity=0.9))
+    cfg = AuditConfig(
+        model=Path("m"), data=Path("d"), sparsities=(0.5, 0.8), policy=Policy(target_sparsity=0.9)
+    )
     assert cfg.audit_sparsities == (0.5, 0.8, 0.9)
     with pytest.raises(UsageError, match="--sparsity value 1.2"):
         AuditConfig(model=Path("m"), data=Path("d"), sparsities=(1.2,))

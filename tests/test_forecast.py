@@ -12,8 +12,15 @@ def _pop(labels: np.ndarray, groups: np.ndarray, train_rate: float) -> criteria.
     train_labels = (np.arange(n_train) < train_rate * n_train).astype(int)[:, None]
     train_groups = (np.arange(n_train) % 2)[:, None]
     return criteria.build_population(
-        ("smile",), "binary", labels[:, None], groups[:, None], ("g",),
-        train_labels=train_labels, train_groups=train_groups, min_group_size=1, band=(0.1, 0.9),
+        ("smile",),
+        "binary",
+        labels[:, None],
+        groups[:, None],
+        ("g",),
+        train_labels=train_labels,
+        train_groups=train_groups,
+        min_group_size=1,
+        band=(0.1, 0.9),
     )
 
 
@@ -57,7 +64,10 @@ def test_interdependence_excess_raises_risk_one_level() -> None:
     assert pair["risk"] == "high" and "interdependence excess 0.20" in pair["reason"]
 
 
-@pytest.mark.parametrize(("delta", "level"), [(0.06, "high"), (0.05, "high"), (0.03, "medium"), (0.0, "low"), (None, "low")])
+@pytest.mark.parametrize(
+    ("delta", "level"),
+    [(0.06, "high"), (0.05, "high"), (0.03, "medium"), (0.0, "low"), (None, "low")],
+)
 def test_risk_levels(delta: float | None, level: str) -> None:
     assert risk_level(delta) == level
 

@@ -9,7 +9,11 @@ from audit.gate import evaluate_gate, level_checks, max_safe_sparsity
 
 
 def _d(value: float | None, ci: list[float] | None = None) -> dict[str, Any]:
-    return {"value": value, "ci": ci, "reason": None if value is not None else "no positives in g=1"}
+    return {
+        "value": value,
+        "ci": ci,
+        "reason": None if value is not None else "no positives in g=1",
+    }
 
 
 def _level(s: float, fnr: dict[str, Any], acc: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -25,12 +29,21 @@ def _level(s: float, fnr: dict[str, Any], acc: dict[str, Any] | None = None) -> 
 
 DENSE = {
     "default": {
-        "t": {"by_group": {"g": {"bias_amplification": {"value": 0.1, "reason": None, "majority_value": "1"}}}}
+        "t": {
+            "by_group": {
+                "g": {"bias_amplification": {"value": 0.1, "reason": None, "majority_value": "1"}}
+            }
+        }
     }
 }
 FORECAST = {
     "pairs": [
-        {"target": "t", "group": "g", "predicted_delta": {"fnr_gap": 0.03, "fpr_gap": -0.01}, "reason": "r"}
+        {
+            "target": "t",
+            "group": "g",
+            "predicted_delta": {"fnr_gap": 0.03, "fpr_gap": -0.01},
+            "reason": "r",
+        }
     ]
 }
 
@@ -53,17 +66,24 @@ def test_upper_ci_bound_is_judged() -> None:
     ],
 )
 def test_each_limit_passes_and_fails(key: str, level: dict[str, Any], passes: bool) -> None:
-    result = evaluate_gate(Policy(), dense=DENSE, forecast=FORECAST, levels=[level], policy_source="t")
+    result = evaluate_gate(
+        Policy(), dense=DENSE, forecast=FORECAST, levels=[level], policy_source="t"
+    )
     assert result["passed"] is passes
     assert all(c["limit"] is not None for c in result["checks"])
 
 
 def test_limits_from_policy_apply() -> None:
     level = _level(0.9, _d(0.03, [0.01, 0.04]))
-    assert evaluate_gate(Policy(), dense=DENSE, forecast=FORECAST, levels=[level], policy_source="t")["passed"]
+    assert evaluate_gate(
+        Policy(), dense=DENSE, forecast=FORECAST, levels=[level], policy_source="t"
+    )["passed"]
     strict = Policy(max_delta_fnr_gap=0.02)
     res = evaluate_gate(strict, dense=DENSE, forecast=FORECAST, levels=[level], policy_source="t")
-    assert not res["passed"] and "delta_fnr_gap for t by g at sparsity 0.9: +0.0400 > 0.02" in res["failures"][0]
+    assert (
+        not res["passed"]
+        and "delta_fnr_gap for t by g at sparsity 0.9: +0.0400 > 0.02" in res["failures"][0]
+    )
 
 
 def test_undefined_never_passes_silently() -> None:
@@ -78,7 +98,13 @@ def test_undefined_never_passes_silently() -> None:
 
 def test_forecast_mode_and_no_validation_fallback() -> None:
     pol = Policy(fail_on="forecast", max_delta_fnr_gap=0.02)
-    res = evaluate_gate(pol, dense=DENSE, forecast=FORECAST, levels=[_level(0.9, _d(0.0, [0, 0]))], policy_source="t")
+    res = evaluate_gate(
+        pol,
+        dense=DENSE,
+        forecast=FORECAST,
+        levels=[_level(0.9, _d(0.0, [0, 0]))],
+        policy_source="t",
+    )
     assert res["mode"] == "forecast" and not res["passed"]
     res = evaluate_gate(Policy(), dense=DENSE, forecast=FORECAST, levels=None, policy_source="t")
     assert res["mode"] == "forecast" and res["passed"] and res["notes"]
@@ -86,8 +112,20 @@ def test_forecast_mode_and_no_validation_fallback() -> None:
 
 def test_gate_judges_the_target_sparsity_level() -> None:
     levels = [_level(0.8, _d(0.0, [0, 0.01])), _level(0.9, _d(0.2, [0.1, 0.3]))]
-    assert not evaluate_gate(Policy(target_sparsity=0.9), dense=DENSE, forecast=FORECAST, levels=levels, policy_source="t")["passed"]
-    assert evaluate_gate(Policy(target_sparsity=0.8), dense=DENSE, forecast=FORECAST, levels=levels, policy_source="t")["passed"]
+    assert not evaluate_gate(
+        Policy(target_sparsity=0.9),
+        dense=DENSE,
+        forecast=FORECAST,
+        levels=levels,
+        policy_source="t",
+    )["passed"]
+    assert evaluate_gate(
+        Policy(target_sparsity=0.8),
+        dense=DENSE,
+        forecast=FORECAST,
+        levels=levels,
+        policy_source="t",
+    )["passed"]
 
 
 def test_max_safe_sparsity_is_monotone() -> None:
@@ -101,6 +139,20 @@ def test_max_safe_sparsity_is_monotone() -> None:
 
 
 def test_ba_not_applicable_is_skipped_not_failed() -> None:
-    dense = {"default": {"t": {"by_group": {"g": {"bias_amplification": {"value": None, "reason": "train positive rates 0.3 vs 0.31 differ by less than 10% relative", "majority_value": "1"}}}}}}
+    dense = {
+        "default": {
+            "t": {
+                "by_group": {
+                    "g": {
+                        "bias_amplification": {
+                            "value": None,
+                            "reason": "train positive rates 0.3 vs 0.31 differ by < 10% relative",
+                            "majority_value": "1",
+                        }
+                    }
+                }
+            }
+        }
+    }
     checks = level_checks(_level(0.9, _d(0.0, [0, 0.01])), dense, Policy())
     assert not any(c["name"] == "delta_bias_amplification" for c in checks)

@@ -15,15 +15,25 @@ ARCH = "tests.conftest:tiny_net"
 
 def _cfg(ckpt: Path, data: Path, out: Path, **kw: object) -> AuditConfig:
     base = dict(
-        model=ckpt, data=data, out=out, arch=ARCH, groups=("tinted",), sparsities=(0.5, 0.9, 0.97),
-        bootstrap=60, top_k=10, device="cpu", policy=Policy(min_group_size=5),
+        model=ckpt,
+        data=data,
+        out=out,
+        arch=ARCH,
+        groups=("tinted",),
+        sparsities=(0.5, 0.9, 0.97),
+        bootstrap=60,
+        top_k=10,
+        device="cpu",
+        policy=Policy(min_group_size=5),
     )
     base.update(kw)
     return AuditConfig(**base)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
-def audited(tiny_audit_inputs: tuple[Path, Path, torch.nn.Module], tmp_path_factory: pytest.TempPathFactory):
+def audited(
+    tiny_audit_inputs: tuple[Path, Path, torch.nn.Module], tmp_path_factory: pytest.TempPathFactory
+):
     ckpt, data, model = tiny_audit_inputs
     out = tmp_path_factory.mktemp("out")
     return run_audit(_cfg(ckpt, data, out)), out, model, data
@@ -32,7 +42,16 @@ def audited(tiny_audit_inputs: tuple[Path, Path, torch.nn.Module], tmp_path_fact
 def test_report_has_spec_sections(audited) -> None:
     result, out, _, _ = audited
     rep = result.report
-    for key in ("schema_version", "tool", "inputs", "dense", "forecast", "susceptible", "validation", "gate"):
+    for key in (
+        "schema_version",
+        "tool",
+        "inputs",
+        "dense",
+        "forecast",
+        "susceptible",
+        "validation",
+        "gate",
+    ):
         assert key in rep
     assert rep["inputs"]["task"] == "multilabel"
     assert rep["inputs"]["targets"] == ["red", "green", "blue"]
@@ -42,8 +61,15 @@ def test_report_has_spec_sections(audited) -> None:
         assert abs(lv["achieved_sparsity"] - lv["sparsity"]) < 1e-3
         d = lv["delta"]["default"]["red"]["by_group"]["tinted"]["fnr_gap"]
         assert d["value"] is None or d["ci"] is None or d["ci"][0] <= d["ci"][1]
-    assert len(rep["susceptible"]) == 10 and rep["susceptible"][0]["thumbnail"].startswith("data:image/png")
-    assert {p.name for p in result.files} >= {"report.json", "report.md", "report.html", "predictions.npz"}
+    assert len(rep["susceptible"]) == 10 and rep["susceptible"][0]["thumbnail"].startswith(
+        "data:image/png"
+    )
+    assert {p.name for p in result.files} >= {
+        "report.json",
+        "report.md",
+        "report.html",
+        "predictions.npz",
+    }
 
 
 def test_predictions_npz_recomputes_the_report(audited) -> None:

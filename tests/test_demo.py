@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from audit.demo import (
+    DEMO_GROUP,
+    DEMO_TARGETS,
+    SmallCNN,
+    make_demo_dataset,
+    small_cnn,
+    train_demo_model,
+)
+from audit.model_io import save_checkpoint
+
+
+def _read_rows(root: Path) -> list[dict[str, str]]:
+    with open(root / "labels.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def big_labels(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]:
+    """Labels of a dataset large enough to check rates (images are tiny to stay fast)."""
+    root = make_demo_dataset(
+        tmp_path_factory.mktemp("big"), seed=3, n_train=4000, n_val=10, n_test=4000, image_size=8
+    )
+    return _read_rows(root)
+
+
+def test_generator_is_deterministic_under_a_seed(tmp_path: Path) -> None:
+    kw = {"n_train": 40, "n_val": 10, "n_test": 20}
+    a = make_demo_dataset(tmp_path / "a", seed=7, **kw)
+    b = make_demo_dataset(tmp_path / "b", seed=7, **kw)
+    c = make_demo_dataset(tmp_path / "c", seed=8, **kw)
+    assert _digest(a) == _digest(b)
+    assert _digest(a) != _digest(c)
+
+
+def test_changing_one_split_size_leaves_the_others_unchanged(tmp_path: Path) -> None:
+    a = make_demo_dataset(tmp_path / "a", seed=1, n_train=30, n_val=5, n_test=12)
+    b = make_demo_dataset(tmp_path / "b", seed=1, n_train=50, n_val=5, n_test=12)
+    for name in ("test_00000.png", "test_00011.png", "val_00004.png"):
+        assert (a / "images" / name).read_bytes() == (b / "images" / name).read_bytes()
+
+
+def test_manifest_layout(tmp_path: Path) -> None:
+    root = make_demo_dataset(tmp_path, seed=0, n_train=12, n_val=5, n_test=7, image_size=32)
+    with open(root / "labels.csv", newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh))
+    assert header == ["image", "split", *DEMO_TARGETS, DEMO_GROUP]
+    rows = _read_rows(root)
+    assert [sum(r["split"] == s for r in rows) for s in ("train", "val", "test")] == [12, 5, 7]
+    assert len({r["image"] for r in rows}) == len(rows)
+    for r in rows:
+        assert {r[c] for c in (*DEMO_TARGETS, DEMO_GROUP)} <= {"0", "1"}
+        with Image.open(root / r["image"]) as im:
+            assert im.format == "PNG"
+            assert im.mode == "RGB"
+            assert im.size == (32, 32)
+
+
+def test_train_split_has_the_planted_correlation(big_labels: list[dict[str, str]]) -> None:
+    train = [r for r in big_labels if r["split"] == "train"]
+    striped_in = np.mean([r["Striped"] == "1" for r in train if r[DEMO_GROUP] == "1"])
+    striped_out = np.mean([r["Striped"] == "1" for r in train if r[DEMO_GROUP] == "0"])
+    assert 0.9 < striped_in <= 1.0
+    assert 0.0 <= striped_out < 0.1
+
+
+def test_test_split_is_balanced_within_each_group(big_labels: list[dict[str, str]]) -> None:
+    test = [r for r in big_labels if r["split"] == "test"]
+    for value in ("0", "1"):
+        cell = [r for r in test if r[DEMO_GROUP] == value]
+        for target in DEMO_TARGETS:
+            assert np.mean([r[target] == "1" for r in cell]) == pytest.approx(0.5, abs=0.06)
+
+
+def test_controls_are_independent_of_the_group_in_train(big_labels: list[dict[str, str]]) -> None:
+    train = [r for r in big_labels if r["split"] == "train"]
+    for target in DEMO_TARGETS[1:]:
+        rates = [
+            np.mean([r[target] == "1" for r in train if r[DEMO_GROUP] == v]) for v in ("0", "1")
+        ]
+        assert abs(rates[0] - rates[1]) < 0.07
+
+
+def test_group_is_under_represented(big_labels: list[dict[str, str]]) -> None:
+    for split in ("train", "test"):
+        share = np.mean([r[DEMO_GROUP] == "1" for r in big_labels if r["split"] == split])
+        assert 0.2 <= share <= 0.3
+
+
+def test_rejects_bad_sizes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="n_test must be a non-negative int"):
+        make_demo_dataset(tmp_path, n_test=-1)
+    with pytest.raises(ValueError, match="image_size must be an int >= 8"):
+        make_demo_dataset(tmp_path, image_size=4)
+
+
+def test_small_cnn_output_shape_and_size() -> None:
+    model = small_cnn(3)
+    assert isinstance(model, SmallCNN)
+    assert model(torch.zeros(4, 3, 32, 32)).shape == (4, 3)
+    assert 50_000 <= sum(p.numel() for p in model.parameters()) <= 200_000
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert small_cnn(2, widths=[4, 8, 8, 8])(torch.zeros(1, 3, 16, 16)).shape == (1, 2)
+
+
+def test_tiny_training_run_saves_a_loadable_checkpoint(tmp_path: Path) -> None:
+    torch.set_num_threads(2)
+    root = make_demo_dataset(tmp_path / "data", seed=0, n_train=48, n_val=4, n_test=4)
+    calls: list[tuple[int, int]] = []
+    model = train_demo_model(root, seed=0, epochs=1, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 1)]
+    assert not model.training
+    pre = model.demo_preprocess
+    assert pre["image_size"] == 32 and len(pre["mean"]) == 3 and len(pre["std"]) == 3
+    path = save_checkpoint(
+        tmp_path / "model.pt",
+        model,
+        arch="audit.demo:small_cnn",
+        outputs=list(DEMO_TARGETS),
+        task="multilabel",
+        preprocess=pre,
+    )
+    ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    assert ckpt["arch"] == "audit.demo:small_cnn"
+    assert ckpt["outputs"] == list(DEMO_TARGETS)
+    rebuilt = small_cnn(len(ckpt["outputs"]), **ckpt["arch_kwargs"])
+    rebuilt.load_state_dict(ckpt["state_dict"])
+    rebuilt.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x), model(x))
