@@ -129,8 +129,11 @@ def read_celeba(root: Path) -> Dataset:
 
     ids: list[str] = []
     paths: list[Path] = []
+    dirs: dict[str, str] = {}
     for i, f in enumerate(files):
-        rel, resolved = safe_image_path(root, f"{IMAGE_DIR}/{f}", source=source, where=where(i))
+        rel, resolved = safe_image_path(
+            root, f"{IMAGE_DIR}/{f}", source=source, where=where(i), dirs=dirs
+        )
         ids.append(rel)
         paths.append(resolved)
     check_unique_ids(ids, source=source)

@@ -8,6 +8,7 @@ optional ``split`` column). Must not decode images or pick targets/groups beyond
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,15 +38,18 @@ def _subdirs(path: Path) -> list[Path]:
     )
 
 
-def _images_under(path: Path) -> list[Path]:
-    """Image files below ``path`` (recursively, hidden entries skipped), sorted."""
-    found: list[Path] = []
+def _iter_images(path: Path) -> Iterator[Path]:
+    """Yield image files below ``path`` (recursively, hidden entries skipped), unsorted."""
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for f in filenames:
             if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES:
-                found.append(Path(dirpath) / f)
-    return sorted(found)
+                yield Path(dirpath) / f
+
+
+def _images_under(path: Path) -> list[Path]:
+    """Image files below ``path`` (recursively, hidden entries skipped), sorted."""
+    return sorted(_iter_images(path))
 
 
 def _class_roots(root: Path) -> list[tuple[str | None, Path]]:
@@ -71,7 +75,7 @@ def looks_like_folder(root: Path) -> bool:
     """
     for _, base in _class_roots(root):
         for d in _subdirs(base):
-            if _images_under(d):
+            if next(_iter_images(d), None) is not None:
                 return True
     return False
 
@@ -104,12 +108,13 @@ def read_folder(root: Path) -> Dataset:
     paths: list[Path] = []
     classes: list[int] = []
     split_list: list[str] = []
+    dirs: dict[str, str] = {}
     for split, base in bases:
         for d in _subdirs(base):
             for f in _images_under(d):
                 rel = f.relative_to(root).as_posix()
                 rel, resolved = safe_image_path(
-                    root, rel, source=f"class folder {d.name!r}", where=f"file {rel!r}"
+                    root, rel, source=f"class folder {d.name!r}", where=f"file {rel!r}", dirs=dirs
                 )
                 ids.append(rel)
                 paths.append(resolved)
@@ -173,8 +178,11 @@ def _read_groups(root: Path, ids: list[str]) -> tuple[dict[str, np.ndarray], np.
         )
     col = {h: j for j, h in enumerate(header)}
     row_of: dict[str, int] = {}
+    dirs: dict[str, str] = {}
     for i, row in enumerate(rows):
-        rel, _ = safe_image_path(root, row[col["image"]], source=source, where=f"line {lines[i]}")
+        rel, _ = safe_image_path(
+            root, row[col["image"]], source=source, where=f"line {lines[i]}", dirs=dirs
+        )
         if rel in row_of:
             raise DataError(
                 f"{source} lists {rel!r} twice (lines {lines[row_of[rel]]} and {lines[i]}); "

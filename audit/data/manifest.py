@@ -76,8 +76,11 @@ def read_manifest(root: Path, labels_file: Path) -> Dataset:
     col = {h: j for j, h in enumerate(header)}
     ids: list[str] = []
     paths: list[Path] = []
+    dirs: dict[str, str] = {}
     for i, row in enumerate(rows):
-        rel, resolved = safe_image_path(root, row[col[IMAGE_COLUMN]], source=source, where=where(i))
+        rel, resolved = safe_image_path(
+            root, row[col[IMAGE_COLUMN]], source=source, where=where(i), dirs=dirs
+        )
         ids.append(rel)
         paths.append(resolved)
     check_unique_ids(ids, source=source)
