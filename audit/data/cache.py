@@ -116,6 +116,9 @@ class ImageCache:
         ``(n,)`` int64 dataset row indices held, in request order (skipped rows removed).
     skipped : list of (str, str)
         ``(id, reason)`` of images skipped because ``skip_bad=True``.
+    file : Path or None
+        The memory-mapped cache file, None when the cache is in RAM. It is deleted by
+        ``close()``, or at garbage collection / interpreter exit at the latest.
     """
 
     images: torch.Tensor
