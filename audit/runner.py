@@ -328,6 +328,12 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
         pre = _preprocess(cfg, ds, lm)
         if cfg.validate:
             _check_prunable(cfg, lm)
+        if cfg.save_pruned and lm.format not in ("prune-audit", "state_dict", "torchscript"):
+            raise UsageError(
+                f"--save-pruned cannot write a loadable copy of a {lm.format} model; it supports "
+                "prune-audit checkpoints, state_dicts (with --arch) and TorchScript. Convert the "
+                "model with audit.save_checkpoint, or drop --save-pruned."
+            )
         runtime = inference.Runtime(
             device=device,
             precision=precision,
@@ -335,6 +341,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             mean=tuple(pre["mean"]),
             std=tuple(pre["std"]),
             dist=dist_ctx,
+            calib_batch_size=cfg.batch_size or inference.CALIB_BATCH_SIZE,
         )
 
         # Decode once: evaluation and calibration images share one cache (and one dense pass).
@@ -365,6 +372,9 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
         calib_images = cache.images[len(eval_rows) :]
 
         model = inference.prepare_model(lm.model, runtime)
+        runtime = inference.tune_runtime(
+            runtime, model, cache.images, auto_batch_size=cfg.batch_size is None
+        )
         with progress.task("Dense inference", len(kept)) as advance:
             all_logits = inference.predict(model, cache.images, runtime, progress=advance)
         _check_logits(all_logits, sel, cfg)
@@ -456,7 +466,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                 staging = Path(tempfile.mkdtemp(prefix=".prune-audit-", dir=_parent(cfg.out)))
             with progress.task("Pruning levels", len(sparsities)) as advance_levels:
                 for s in sparsities:
-                    pm, stats, probs = _pruned_pass(
+                    pm, stats, seed_probs = _pruned_pass(
                         cfg,
                         lm,
                         sel,
@@ -468,16 +478,10 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                         ds,
                         progress,
                     )
+                    probs = np.mean(seed_probs, axis=0)
                     pruned_probs.append(probs)
                     if staging is not None and dist_ctx.is_main:
-                        save_checkpoint(
-                            staging / f"pruned-{s:g}.pt",
-                            pm.to("cpu"),
-                            arch=lm.arch or "unknown",
-                            outputs=list(sel.targets),
-                            task=sel.task,
-                            preprocess={k: pre[k] for k in ("image_size", "mean", "std")},
-                        )
+                        _save_pruned(staging / f"pruned-{s:g}.pt", pm, lm, sel, pre)
                     if dist_ctx.is_main:
                         assert boot is not None
                         levels.append(
@@ -486,7 +490,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                                 cfg,
                                 s,
                                 stats,
-                                probs,
+                                seed_probs,
                                 dense_probs,
                                 thresholds,
                                 boot,
@@ -611,6 +615,24 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
         inference.shutdown_distributed()
 
 
+def _save_pruned(
+    path: Path, pm: torch.nn.Module, lm: LoadedModel, sel: Selection, pre: dict[str, Any]
+) -> None:
+    """Write a pruned model in a form ``check`` loads back (same format family as the input)."""
+    pm = pm.to("cpu").eval()
+    if lm.format == "torchscript":
+        torch.jit.save(pm, str(path))
+        return
+    save_checkpoint(
+        path,
+        pm,
+        arch=str(lm.arch),
+        outputs=list(sel.targets),
+        task=sel.task,
+        preprocess={k: pre[k] for k in ("image_size", "mean", "std")},
+    )
+
+
 def _check_prunable(cfg: AuditConfig, lm: LoadedModel) -> None:
     """Fail before any inference when the model cannot be pruned/recovered as asked."""
     try:
@@ -676,7 +698,7 @@ def _pruned_pass(
     train_cache: ImageCache | None,
     ds: Dataset,
     progress: Progress,
-) -> tuple[torch.nn.Module, Any, np.ndarray]:
+) -> tuple[torch.nn.Module, Any, list[np.ndarray]]:
     """Prune a copy at sparsity s, recover, and return (model, stats, eval probabilities)."""
     seeds = cfg.finetune_seeds if cfg.recovery == "finetune" else (cfg.seed,)
     all_probs = []
@@ -711,12 +733,15 @@ def _pruned_pass(
             pm = inference.prepare_model(pm, runtime)
             if cfg.recovery == "bn":
                 prune.recalibrate_batchnorm(
-                    pm, inference.input_batches(calib_images, runtime), device=runtime.device
+                    pm,
+                    inference.input_batches(calib_images, runtime, seed=cfg.seed),
+                    device=runtime.device,
                 )
+        inference.broadcast_state(pm, runtime)
         with progress.task(f"Inference at sparsity {s:g}", eval_images.shape[0]) as adv:
             logits = inference.predict(pm, eval_images, runtime, progress=adv)
         all_probs.append(criteria.probabilities(logits, sel.task))
-    return pm, stats, np.mean(all_probs, axis=0)
+    return pm, stats, all_probs
 
 
 def _level(
@@ -724,15 +749,22 @@ def _level(
     cfg: AuditConfig,
     s: float,
     stats: Any,
-    probs: np.ndarray,
+    seed_probs: list[np.ndarray],
     dense_probs: np.ndarray,
     thresholds: dict[str, np.ndarray],
     boot: validate.PairedBootstrap,
     eval_idx: np.ndarray,
     ds: Dataset,
 ) -> dict[str, Any]:
+    # With several fine-tuning seeds the level's metrics are those of the seed-averaged
+    # probabilities, while flips and CIEs use each sample's modal prediction (SPEC §6.3).
+    probs = np.mean(seed_probs, axis=0)
     dense_pred = criteria.predict_labels(dense_probs, thresholds["default"], pop.task)
-    pruned_pred = criteria.predict_labels(probs, thresholds["default"], pop.task)
+    pruned_pred = _modal_prediction(
+        [criteria.predict_labels(p, thresholds["default"], pop.task) for p in seed_probs],
+        dense_pred,
+        pop.task,
+    )
     flip_stats, flipped = validate.flips(pop, dense_pred, pruned_pred)
     cie = np.flatnonzero(flipped.any(axis=1))
     sd = stats.to_dict()
@@ -746,6 +778,18 @@ def _level(
         "ranking_quality": validate.ranking_quality(pop, dense_probs, flipped, k=cfg.top_k),
         "cie": {"count": int(len(cie)), "ids": [str(ds.ids[eval_idx[i]]) for i in cie[:50]]},
     }
+
+
+def _modal_prediction(preds: list[np.ndarray], dense_pred: np.ndarray, task: str) -> np.ndarray:
+    """Majority vote over seeds; a tie keeps the dense prediction (no change is claimed)."""
+    votes = np.mean(preds, axis=0)
+    if task == "multiclass":
+        top = votes.max(axis=1, keepdims=True)
+        dense_is_top = (votes * dense_pred).max(axis=1, keepdims=True) == top
+        winner = np.zeros_like(dense_pred)
+        winner[np.arange(len(votes)), votes.argmax(axis=1)] = 1
+        return np.where(dense_is_top, dense_pred, winner).astype(np.int8)
+    return np.where(votes > 0.5, 1, np.where(votes < 0.5, 0, dense_pred)).astype(np.int8)
 
 
 def _calibration_curves(

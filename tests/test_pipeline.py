@@ -115,3 +115,57 @@ def test_results_do_not_depend_on_batch_size(audited, tmp_path: Path) -> None:
     a = result.report["dense"]["default"]["green"]["by_group"]["tinted"]
     b = other.report["dense"]["default"]["green"]["by_group"]["tinted"]
     assert a == b
+
+
+def test_save_pruned_checkpoints_load_back(audited, tmp_path: Path) -> None:
+    result, _, _, data = audited
+    ckpt = Path(result.report["inputs"]["model"]["path"])
+    out = tmp_path / "sp"
+    res = run_audit(_cfg(ckpt, data, out, sparsities=(0.9,), bootstrap=0, save_pruned=True))
+    saved = out / "pruned-0.9.pt"
+    assert saved in res.files and saved.is_file()
+    # The saved model is the pruned one: auditing it reproduces the level's probabilities.
+    again = run_audit(_cfg(saved, data, tmp_path / "again", validate=False))
+    with (
+        np.load(out / "predictions.npz") as z1,
+        np.load(tmp_path / "again" / "predictions.npz") as z2,
+    ):
+        np.testing.assert_allclose(z2["dense_probs"], z1["pruned_probs"][0], atol=1e-5)
+    assert again.report["inputs"]["model"]["format"] == "prune-audit"
+
+
+def test_finetune_recovery_runs_on_the_train_split(audited, tmp_path: Path) -> None:
+    result, _, _, data = audited
+    ckpt = Path(result.report["inputs"]["model"]["path"])
+    res = run_audit(
+        _cfg(
+            ckpt,
+            data,
+            tmp_path / "ft",
+            sparsities=(0.9,),
+            bootstrap=0,
+            recovery="finetune",
+            finetune_epochs=1,
+            finetune_seeds=(0, 1),
+            validate=True,
+        )
+    )
+    (level,) = res.report["validation"]["levels"]
+    assert res.report["validation"]["recovery"] == "finetune"
+    assert abs(level["achieved_sparsity"] - 0.9) < 1e-3
+    assert level["cie"]["count"] >= 0 and "any" in level["ranking_quality"]
+
+
+def test_modal_prediction_over_seeds() -> None:
+    from audit.runner import _modal_prediction
+
+    dense = np.array([[1], [0], [1]], dtype=np.int8)
+    seeds = [np.array([[0], [1], [1]]), np.array([[0], [0], [0]]), np.array([[1], [1], [0]])]
+    # votes: 1/3 → 0, 2/3 → 1, 1/3 → 0
+    assert _modal_prediction(seeds, dense, "binary").ravel().tolist() == [0, 1, 0]
+    # two seeds that disagree: a tie keeps the dense prediction
+    assert _modal_prediction(seeds[:2], dense, "binary").ravel().tolist() == [0, 0, 1]
+    dense_mc = np.eye(3, dtype=np.int8)[[0, 1]]
+    seeds_mc = [np.eye(3)[[2, 0]], np.eye(3)[[2, 1]]]
+    # sample 0: both seeds say class 2 → 2; sample 1: tie between 0 and 1 (dense) → keep 1
+    assert _modal_prediction(seeds_mc, dense_mc, "multiclass").argmax(1).tolist() == [2, 1]
