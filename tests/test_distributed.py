@@ -1,0 +1,237 @@
+"""``torchrun`` sharding (SPEC §9): identical results to one process; only rank 0 reports.
+
+Runs on CPU with gloo in CI (2 cores, about 30 s): one real ``torchrun --nproc-per-node 2``
+launch, one two-process launch with torchrun's environment set by hand (to read each
+rank's exit code and output separately, which torchrun does not report), and one
+two-rank ``predict`` of a single image (an empty shard). The data set has 241 samples, so
+the dense pass (121 test + val rows) and the pruned passes (61 test rows) both split
+unevenly over 2 ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from audit.cli import app
+from audit.inference import Dist
+from tests.conftest import make_npz_data
+
+# Slow (subprocesses importing torch) but part of the default run, so CI covers it.
+pytestmark = pytest.mark.slow
+
+ARCH = "tests.conftest:tiny_net"
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def odd_inputs(
+    tiny_audit_inputs: tuple[Path, Path, torch.nn.Module], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """(checkpoint, data dir): the session's TinyNet on 241 samples (60 val, 61 test)."""
+    ckpt, _, _ = tiny_audit_inputs
+    return ckpt, make_npz_data(tmp_path_factory.mktemp("odd") / "data", n=241)
+
+
+def _check_args(ckpt: Path, data: Path, out: Path, sparsity: str, *extra: str) -> list[str]:
+    return [
+        "check", str(ckpt), str(data), "--arch", ARCH, "--group", "tinted",
+        "--sparsity", sparsity, "--bootstrap", "50", "--device", "cpu", "--min-group-size", "5",
+        "--quiet", "--out", str(out), *extra,
+    ]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    # The workers import the model factory tests.conftest:tiny_net.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR"):
+        env.pop(key, None)
+    env.pop("MASTER_PORT", None)
+    env.update(extra)
+    return env
+
+
+def _one_process(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run the CLI in this process (the single-process reference); return its exit code."""
+    monkeypatch.chdir(cwd)  # no ./pyproject.toml policy
+    result = CliRunner().invoke(app, args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _report(out: Path) -> dict[str, Any]:
+    rep = json.loads((out / "report.json").read_text())
+    rep.pop("created")
+    rep["inputs"].pop("world_size")
+    return rep
+
+
+def _assert_same_outputs(ref: Path, other: Path) -> None:
+    assert sorted(p.name for p in other.iterdir()) == sorted(p.name for p in ref.iterdir())
+    with np.load(ref / "predictions.npz") as a, np.load(other / "predictions.npz") as b:
+        assert a.files == b.files
+        for key in a.files:
+            np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+    assert _report(other) == _report(ref)
+
+
+def test_shards_cover_rows_in_order() -> None:
+    for world in (1, 2, 3, 4):
+        for n in range(12):
+            shards = [Dist(rank=r, world=world).shard(n) for r in range(world)]
+            rows = [i for s in shards for i in range(n)[s]]
+            assert rows == list(range(n))
+            sizes = [s.stop - s.start for s in shards]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_torchrun_matches_one_process(
+    odd_inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt, data = odd_inputs
+    # Two levels; the gate judges 0.5, which this model passes, so every rank exits 0.
+    extra = ("--target-sparsity", "0.5")
+    args = _check_args(ckpt, data, tmp_path / "one", "0.3,0.5", *extra)
+    assert _one_process(args, tmp_path, monkeypatch) == 0
+
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "audit", *_check_args(ckpt, data, tmp_path / "two", "0.3,0.5", *extra),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Only rank 0 prints the summary: each written file is listed once.
+    assert proc.stdout.count("report.json") == 1, proc.stdout
+    assert proc.stdout.count("predictions.npz") == 1, proc.stdout
+    _assert_same_outputs(tmp_path / "one", tmp_path / "two")
+    assert json.loads((tmp_path / "two" / "report.json").read_text())["inputs"]["world_size"] == 2
+
+
+def test_only_rank0_writes_and_its_exit_code_is_the_gates(
+    odd_inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt, data = odd_inputs
+    # At 0.9 (the default target sparsity) this model fails the gate: exit code 1.
+    code = _one_process(_check_args(ckpt, data, tmp_path / "one", "0.5,0.9"), tmp_path, monkeypatch)
+    assert code == 1
+
+    # What torchrun sets for each worker (it sets OMP_NUM_THREADS=1 too).
+    procs = _launch(
+        lambda r: [
+            sys.executable, "-m", "audit",
+            *_check_args(ckpt, data, tmp_path / f"rank{r}", "0.5,0.9"),
+        ],
+        cwd=tmp_path,
+    )
+    (out0, err0), (out1, err1) = _wait(procs)
+    assert procs[0].returncode == code, out0 + err0
+    assert procs[1].returncode == 0, out1 + err1
+    assert out1 == "" and not (tmp_path / "rank1").exists()
+    assert "FAILED" in out0
+    _assert_same_outputs(tmp_path / "one", tmp_path / "rank0")
+
+
+def _launch(
+    argv: Callable[[int], list[str]], *, cwd: Path, world: int = 2
+) -> list[subprocess.Popen]:
+    """Start ``world`` processes with the environment torchrun gives its workers."""
+    port = str(_free_port())
+    return [
+        subprocess.Popen(
+            argv(r),
+            cwd=cwd,
+            env=_env(
+                RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world),
+                LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                OMP_NUM_THREADS="1",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(world)
+    ]
+
+
+def _wait(procs: list[subprocess.Popen]) -> list[tuple[str, str]]:
+    try:
+        return [p.communicate(timeout=TIMEOUT) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+# The model and image of the empty-shard test, built identically in every process.
+_BUILD = """
+import torch
+torch.manual_seed(0)
+model = torch.nn.Sequential(
+    torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+    torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3),
+).eval()
+images = torch.randint(0, 255, (1, 3, 8, 8), dtype=torch.uint8)
+"""
+
+# One rank of a 2-rank predict over ONE image, so rank 1's shard is empty; rank 1 starts
+# from different weights, which broadcast_state must replace by rank 0's.
+_GATHER_RANK = _BUILD + """
+import sys
+import numpy as np
+from audit import inference
+
+torch.set_num_threads(1)
+dist_ctx = inference.init_distributed(torch.device("cpu"))
+if dist_ctx.rank:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+runtime = inference.Runtime(
+    device=torch.device("cpu"), precision="fp32", batch_size=1, mean=(0.5,) * 3,
+    std=(0.25,) * 3, dist=dist_ctx,
+)
+inference.broadcast_state(model, runtime)
+logits = inference.predict(model, images, runtime)
+inference.shutdown_distributed()
+np.save(sys.argv[1] + f"/{dist_ctx.rank}.npy", logits)
+"""
+
+
+def test_predict_gathers_an_empty_shard(tmp_path: Path) -> None:
+    from audit import inference
+
+    argv = [sys.executable, "-c", _GATHER_RANK, str(tmp_path)]
+    outputs = _wait(_launch(lambda r: argv, cwd=tmp_path))
+    for r, (out, err) in enumerate(outputs):
+        assert (tmp_path / f"{r}.npy").is_file(), out + err
+    built: dict[str, Any] = {}
+    exec(_BUILD, built)  # noqa: S102 - the same code the ranks ran
+    runtime = inference.Runtime(
+        device=torch.device("cpu"), precision="fp32", batch_size=1, mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+    )
+    expected = inference.predict(built["model"], built["images"], runtime)
+    assert expected.shape == (1, 3)
+    for r in range(2):
+        np.testing.assert_array_equal(np.load(tmp_path / f"{r}.npy"), expected)
