@@ -1,0 +1,673 @@
+"""The bundled example that ``prune-audit demo`` audits: synthetic data and a small CNN.
+
+Owns: a seeded generator of small RGB images with three binary target attributes and one
+protected attribute (written in the manifest layout of SPEC §3.2), the ``SmallCNN``
+architecture (``audit.demo:small_cnn``), its training loop, and a cache of the generated
+data and trained checkpoint. Must not compute audit metrics or prune anything: the demo only
+builds inputs, and the real tool audits them like any user's model.
+
+The data plant the phenomenon of Iofinova, Peste & Alistarh (CVPR 2023): the protected
+attribute ``Tinted`` (a warm colour cast, 25% of images) is, in the *train split only*,
+spuriously correlated with the target ``Striped`` (95% of tinted and 5% of untinted train
+images are striped; 50% of each in val/test). ``Round`` and ``Bright`` are controls,
+independent of the group everywhere. Target evidence has varying strength, so the dense
+model has uncertain samples; those that are faint *and* group-atypical (untinted striped,
+tinted plain) sit near the decision boundary, where pruning tips them toward the shortcut,
+and the ``Striped`` FNR/FPR gaps between tinted and untinted images grow with sparsity more
+than the controls' gaps.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+__all__ = [
+    "DEMO_GROUP",
+    "DEMO_TARGETS",
+    "GENERATOR_VERSION",
+    "DemoParams",
+    "SmallCNN",
+    "default_cache_dir",
+    "load_demo_split",
+    "make_demo_dataset",
+    "prepare_demo",
+    "small_cnn",
+    "train_demo_model",
+]
+
+DEMO_TARGETS: tuple[str, ...] = ("Warm", "Round", "Bright")
+"""Target attributes, in model-output order. ``Warm`` carries the planted shortcut."""
+
+DEMO_GROUP: str = "Textured"
+"""The protected attribute: a fine grating texture on about a quarter of the images."""
+
+CORRELATED_TARGET: str = "Warm"
+"""The target that is spuriously correlated with ``DEMO_GROUP`` in the train split."""
+
+GENERATOR_VERSION: str = "2"
+"""Bump whenever rendering or sampling changes, so cached demos are rebuilt."""
+
+ARCH: str = "audit.demo:small_cnn"
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+DEMO_SIZES: dict[str, int] = {"n_train": 8000, "n_val": 1000, "n_test": 3000, "image_size": 32}
+"""Split sizes of the bundled demo (the defaults of ``make_demo_dataset``)."""
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    """Every knob of the demo generator and trainer (hashed into the cache key).
+
+    Parameters
+    ----------
+    group_rate : float
+        Share of images with the protected attribute, in every split.
+    train_pos_rate_in_group : float
+        ``P(Warm=1 | Textured=1)`` in the train split.
+    train_pos_rate_out_group : float
+        ``P(Warm=1 | Textured=0)`` in the train split.
+    control_pos_rate : float
+        Positive rate of the control targets in every split, independent of everything.
+    faint_share : float
+        Share of target evidence drawn near the faint end of its strength range.
+    warm : tuple of float
+        Range of the warm colour cast of ``Warm`` images (faint end, strong end): red up and
+        blue down by this much, in [0, 1] intensity units.
+    bright_delta : tuple of float
+        Range of the background luminance offset from mid-grey (sign set by ``Bright``).
+    shape_contrast : tuple of float
+        Range of the shape's luminance contrast against the background.
+    texture_amp : tuple of float
+        Range of the amplitude of the grating that marks ``Textured`` images.
+    noise : float
+        Standard deviation of the per-pixel Gaussian noise.
+    color_jitter : float
+        Standard deviation of the per-image, per-channel colour offset (the nuisance
+        against which a faint warm cast must be told apart).
+    epochs : int
+        Training epochs.
+    batch_size : int
+        Training batch size.
+    lr : float
+        Peak learning rate of the one-cycle AdamW schedule.
+    weight_decay : float
+        AdamW weight decay.
+    widths : tuple of int
+        Channels of the four conv-BN-ReLU blocks of ``SmallCNN``.
+
+    Notes
+    -----
+    In val and test, ``P(Warm=1 | Textured=v)`` is the same for both ``v``: the train
+    split's marginal rate (``warm_rate``). Keeping every marginal equal across splits
+    matters: BatchNorm recalibration on val would otherwise shift decisions by itself, and
+    that change would be mistaken for an effect of pruning.
+    """
+
+    group_rate: float = 0.25
+    train_pos_rate_in_group: float = 0.95
+    train_pos_rate_out_group: float = 0.05
+    control_pos_rate: float = 0.275
+    faint_share: float = 0.3
+    warm: tuple[float, float] = (0.02, 0.12)
+    bright_delta: tuple[float, float] = (0.03, 0.2)
+    shape_contrast: tuple[float, float] = (0.1, 0.4)
+    texture_amp: tuple[float, float] = (0.08, 0.15)
+    noise: float = 0.05
+    color_jitter: float = 0.03
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    widths: tuple[int, int, int, int] = (16, 32, 64, 128)
+
+    @property
+    def warm_rate(self) -> float:
+        """Marginal ``P(Warm=1)``, the same in every split."""
+        return (
+            self.group_rate * self.train_pos_rate_in_group
+            + (1.0 - self.group_rate) * self.train_pos_rate_out_group
+        )
+
+
+DEFAULT_PARAMS = DemoParams()
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def _strength(rng: np.random.Generator, n: int, faint_share: float) -> np.ndarray:
+    """Draw evidence strengths in [0, 1]: a ``faint_share`` near 0, the rest spread out.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness.
+    n : int
+        Number of draws.
+    faint_share : float
+        Probability that a draw comes from the faint component ``U(0, 0.25)``; the others
+        come from ``U(0.25, 1)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` float array.
+    """
+    faint = rng.random(n) < faint_share
+    return np.where(faint, rng.uniform(0.0, 0.25, n), rng.uniform(0.25, 1.0, n))
+
+
+def _lerp(lo_hi: tuple[float, float], s: np.ndarray) -> np.ndarray:
+    """Map strengths ``s`` in [0, 1] linearly onto the range ``lo_hi``."""
+    lo, hi = lo_hi
+    return lo + (hi - lo) * s
+
+
+def _sample_labels(
+    rng: np.random.Generator, n: int, split: str, p: DemoParams
+) -> dict[str, np.ndarray]:
+    """Draw the binary attributes of one split, planting the correlation in train only.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness.
+    n : int
+        Number of images.
+    split : str
+        ``"train"``, ``"val"`` or ``"test"``.
+    p : DemoParams
+        Generator parameters.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``(n,)`` int arrays for every target and the group.
+    """
+    group = (rng.random(n) < p.group_rate).astype(np.int64)
+    if split == "train":
+        rate = np.where(group == 1, p.train_pos_rate_in_group, p.train_pos_rate_out_group)
+    else:
+        rate = np.full(n, p.warm_rate)
+    labels = {CORRELATED_TARGET: (rng.random(n) < rate).astype(np.int64)}
+    for name in DEMO_TARGETS:
+        if name != CORRELATED_TARGET:
+            labels[name] = (rng.random(n) < p.control_pos_rate).astype(np.int64)
+    labels[DEMO_GROUP] = group
+    return labels
+
+
+def _render(
+    rng: np.random.Generator, labels: dict[str, np.ndarray], size: int, p: DemoParams
+) -> np.ndarray:
+    """Render images whose content shows the labels, with random nuisance.
+
+    Each image is a mid-grey background, lighter when ``Bright`` and darker otherwise, with
+    a random colour offset; a grating at a random angle, period and phase when
+    ``Textured``; one filled shape at a random place, size and colour, a disc when
+    ``Round`` and a square of the same area otherwise; a warm cast when ``Warm`` (red up,
+    blue down, so luminance barely moves); and pixel noise. Every piece of target evidence
+    has a random strength, a share of it faint; the texture is always clearly visible.
+    Random draws do not depend on the labels, so flipping one label of a sample changes
+    only that attribute's rendering.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness.
+    labels : dict of str to numpy.ndarray
+        Output of ``_sample_labels``.
+    size : int
+        Image side in pixels.
+    p : DemoParams
+        Generator parameters.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, size, size, 3)`` uint8 array.
+    """
+    n = len(labels[DEMO_GROUP])
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy, xx = yy[None], xx[None]
+
+    # Background: luminance offset by Bright, plus a per-image colour nuisance.
+    sign = np.where(labels["Bright"] == 1, 1.0, -1.0)
+    lum = 0.5 + sign * _lerp(p.bright_delta, _strength(rng, n, p.faint_share))
+    img = np.repeat(lum[:, None, None, None], 3, axis=3).astype(np.float32)
+    img = img + rng.normal(0.0, p.color_jitter, (n, 1, 1, 3)).astype(np.float32)
+
+    # Texture (the protected attribute): a luminance grating on the background only, so
+    # it does not hide the shape; amplitude 0 when absent.
+    amp = rng.uniform(*p.texture_amp, n) * labels[DEMO_GROUP]
+    theta = rng.uniform(0.0, math.pi, n)[:, None, None]
+    period = rng.uniform(3.5, 6.0, n)[:, None, None]
+    phase = rng.uniform(0.0, 2 * math.pi, n)[:, None, None]
+    wave = np.sin(2 * math.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + phase)
+    background = img
+    img = img + (amp[:, None, None] * wave)[..., None].astype(np.float32)
+
+    # Shape: a disc (Round) or an axis-aligned square of the same area.
+    radius = rng.uniform(0.16, 0.27, n)[:, None, None] * size
+    cy = rng.uniform(0.3, 0.7, n)[:, None, None] * size
+    cx = rng.uniform(0.3, 0.7, n)[:, None, None] * size
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    half = radius * 0.886  # a square of side 2 * 0.886 * r has the disc's area
+    square = (np.abs(yy - cy) <= half) & (np.abs(xx - cx) <= half)
+    mask = np.where(labels["Round"][:, None, None] == 1, disc, square)
+    contrast = _lerp(p.shape_contrast, _strength(rng, n, p.faint_share))
+    contrast = contrast * rng.choice([-1.0, 1.0], n)
+    hue = rng.normal(0.0, 0.05, (n, 3))
+    shape_rgb = (contrast[:, None] + hue).astype(np.float32)
+    img = np.where(mask[..., None], background + shape_rgb[:, None, None, :], img)
+
+    # Warm cast: red up, blue down, green barely (luminance moves by ~0.2 * t).
+    t = _lerp(p.warm, _strength(rng, n, p.faint_share)) * labels["Warm"]
+    cast = np.stack([t, -0.1 * t, -t], axis=1).astype(np.float32)
+    img = img + cast[:, None, None, :]
+
+    img = img + rng.normal(0.0, p.noise, img.shape).astype(np.float32)
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def make_demo_dataset(
+    root: str | Path,
+    *,
+    seed: int = 0,
+    n_train: int = 8000,
+    n_val: int = 1000,
+    n_test: int = 3000,
+    image_size: int = 32,
+    params: DemoParams = DEFAULT_PARAMS,
+) -> Path:
+    """Write the demo dataset in the manifest layout (SPEC §3.2).
+
+    Writes ``root/labels.csv`` with columns ``image, split, Striped, Round, Bright,
+    Tinted`` (0/1 values) and ``root/images/<split>_<index>.png`` (RGB). Each split is drawn
+    from its own seeded stream, so the output is byte-for-byte identical for the same
+    arguments, and changing one split's size leaves the others unchanged.
+
+    Parameters
+    ----------
+    root : str or Path
+        Output directory (created if missing; existing files with the same names are
+        overwritten).
+    seed : int, default 0
+        Seed of everything random.
+    n_train, n_val, n_test : int
+        Images per split.
+    image_size : int, default 32
+        Side of the square images in pixels.
+    params : DemoParams, optional
+        Generator parameters; the defaults are the tuned demo.
+
+    Returns
+    -------
+    Path
+        ``root``.
+    """
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    columns = ["image", "split", *DEMO_TARGETS, DEMO_GROUP]
+    rows: list[list[str | int]] = []
+    for split_index, (split, n) in enumerate(zip(SPLITS, (n_train, n_val, n_test), strict=True)):
+        rng = np.random.default_rng([seed, split_index])
+        labels = _sample_labels(rng, n, split, params)
+        images = _render(rng, labels, image_size, params)
+        for i in range(n):
+            rel = f"images/{split}_{i:05d}.png"
+            Image.fromarray(images[i], mode="RGB").save(root / rel, optimize=False)
+            rows.append([rel, split, *(int(labels[c][i]) for c in columns[2:])])
+    with open(root / "labels.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return root
+
+
+def load_demo_split(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read one split of a written demo dataset back from its PNGs.
+
+    Parameters
+    ----------
+    root : str or Path
+        Directory written by ``make_demo_dataset``.
+    split : str
+        ``"train"``, ``"val"`` or ``"test"``.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``(n, H, W, 3)`` uint8.
+    targets : numpy.ndarray
+        ``(n, len(DEMO_TARGETS))`` float32 0/1 labels in output order.
+    group : numpy.ndarray
+        ``(n,)`` int64 values of ``DEMO_GROUP``.
+    """
+    root = Path(root)
+    paths: list[str] = []
+    targets: list[list[float]] = []
+    group: list[int] = []
+    with open(root / "labels.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row["split"] == split:
+                paths.append(row["image"])
+                targets.append([float(row[t]) for t in DEMO_TARGETS])
+                group.append(int(row[DEMO_GROUP]))
+    if not paths:
+        raise ValueError(f"{root / 'labels.csv'} has no rows with split == {split!r}")
+    images = np.stack([np.asarray(Image.open(root / p).convert("RGB")) for p in paths])
+    return (
+        images,
+        np.asarray(targets, dtype=np.float32).reshape(len(paths), len(DEMO_TARGETS)),
+        np.asarray(group, dtype=np.int64),
+    )
+
+
+# ------------------------------------------------------------------------------- model
+
+
+class SmallCNN(nn.Module):
+    """Four conv-BN-ReLU blocks (max-pooling between them), global average pool, linear head.
+
+    BatchNorm matters here: BN recalibration is the audit's default recovery after pruning.
+
+    Parameters
+    ----------
+    num_outputs : int
+        Number of logits (one per target for multilabel).
+    widths : tuple of int, default (16, 32, 64, 128)
+        Output channels of the four blocks (about 100k parameters by default).
+    in_channels : int, default 3
+        Input channels.
+    """
+
+    def __init__(
+        self,
+        num_outputs: int,
+        widths: tuple[int, ...] = (16, 32, 64, 128),
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if num_outputs < 1:
+            raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for i, width in enumerate(widths):
+            if i > 0:
+                layers.append(nn.MaxPool2d(2))
+            layers += [
+                nn.Conv2d(prev, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            prev = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(prev, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(N, C, H, W)`` normalised images to ``(N, num_outputs)`` logits."""
+        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def small_cnn(num_outputs: int, **kwargs: Any) -> nn.Module:
+    """Build a ``SmallCNN``; the factory behind the arch string ``audit.demo:small_cnn``.
+
+    Parameters
+    ----------
+    num_outputs : int
+        Number of logits.
+    **kwargs
+        Passed to ``SmallCNN`` (``widths``, ``in_channels``); lists are accepted for
+        ``widths`` because checkpoint metadata stores JSON-like values.
+
+    Returns
+    -------
+    torch.nn.Module
+        An untrained ``SmallCNN``.
+    """
+    if "widths" in kwargs:
+        kwargs["widths"] = tuple(int(w) for w in kwargs["widths"])
+    return SmallCNN(num_outputs, **kwargs)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def _to_tensor(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    """Turn ``(n, H, W, 3)`` uint8 images into normalised ``(n, 3, H, W)`` float32."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``(n, H, W, 3)`` uint8.
+
+    Returns
+    -------
+    mean, std : list of float
+        Three values each, rounded to 4 decimals so they serialise cleanly.
+    """
+    x = images.reshape(-1, 3).astype(np.float64) / 255.0
+    return [round(float(v), 4) for v in x.mean(0)], [round(float(v), 4) for v in x.std(0)]
+
+
+def train_demo_model(
+    root: Path,
+    *,
+    seed: int = 0,
+    epochs: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    params: DemoParams = DEFAULT_PARAMS,
+    max_train: int | None = None,
+) -> nn.Module:
+    """Train a ``SmallCNN`` on the train split of a written demo dataset.
+
+    Multilabel training with ``BCEWithLogitsLoss``, AdamW with a one-cycle schedule and
+    random horizontal flips (every attribute is flip-invariant). Images are read back from
+    the PNGs with Pillow and normalised with the train split's per-channel mean and std,
+    which are attached to the returned model as ``model.demo_preprocess`` (a dict with
+    ``image_size``, ``mean``, ``std``) for the checkpoint.
+
+    Parameters
+    ----------
+    root : Path
+        Directory written by ``make_demo_dataset``.
+    seed : int, default 0
+        Seed of initialisation and batch order.
+    epochs : int, optional
+        Training epochs; ``params.epochs`` when omitted.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after every epoch.
+    params : DemoParams, optional
+        Model width and optimiser settings.
+    max_train : int, optional
+        Use only the first ``max_train`` train images (for quick tests).
+
+    Returns
+    -------
+    torch.nn.Module
+        The trained model in eval mode, on CPU.
+    """
+    epochs = params.epochs if epochs is None else int(epochs)
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    images, targets, _ = load_demo_split(root, "train")
+    if max_train is not None:
+        images, targets = images[:max_train], targets[:max_train]
+    mean, std = channel_stats(images)
+    x = _to_tensor(images, np.asarray(mean), np.asarray(std))
+    y = torch.from_numpy(targets)
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = SmallCNN(len(DEMO_TARGETS), widths=params.widths)
+    opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(x) / params.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=params.lr, total_steps=epochs * steps_per_epoch, pct_start=0.25
+    )
+    loss_fn = nn.BCEWithLogitsLoss()
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), params.batch_size):
+            idx = order[start : start + params.batch_size]
+            xb = x[idx]
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+            loss = loss_fn(model(xb), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if progress is not None:
+            progress(epoch + 1, epochs)
+    model.eval()
+    model.demo_preprocess = {"image_size": int(images.shape[1]), "mean": mean, "std": std}
+    return model
+
+
+# ------------------------------------------------------------------------------- cache
+
+
+def default_cache_dir() -> Path:
+    """Where demo data and checkpoints are cached.
+
+    Returns
+    -------
+    Path
+        ``$PRUNE_AUDIT_CACHE`` if set, else ``$XDG_CACHE_HOME/prune-audit``, else
+        ``~/.cache/prune-audit``.
+    """
+    if os.environ.get("PRUNE_AUDIT_CACHE"):
+        return Path(os.environ["PRUNE_AUDIT_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "prune-audit"
+    return Path.home() / ".cache" / "prune-audit"
+
+
+def _cache_key(seed: int, sizes: dict[str, int], params: DemoParams) -> str:
+    """Hash of everything that determines the demo's bytes."""
+    blob = json.dumps(
+        {"version": GENERATOR_VERSION, "seed": seed, "sizes": sizes, "params": asdict(params)},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prepare_demo(
+    out_dir: Path | None = None,
+    *,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    params: DemoParams = DEFAULT_PARAMS,
+) -> tuple[Path, Path]:
+    """Generate the demo data and train its model, or reuse them from the cache.
+
+    The cache entry ``<cache_dir>/demo-<hash>/`` (hash of the generator version, seed, sizes
+    and parameters) holds ``data/`` (manifest layout) and ``model.pt`` (a prune-audit
+    checkpoint). It is built in a temporary sibling directory and renamed into place, so an
+    interrupted run never leaves a half-written entry.
+
+    Parameters
+    ----------
+    out_dir : Path, optional
+        If given, ``data/`` and ``model.pt`` are copied there and those paths returned
+        (existing ones are replaced); otherwise the cached paths are returned.
+    seed : int, default 0
+        Seed of data generation and training.
+    cache_dir : Path, optional
+        Cache root; ``default_cache_dir()`` when omitted.
+    progress : callable, optional
+        Called as ``progress(stage, done, total)`` with stage ``"generate"`` or ``"train"``.
+    params : DemoParams, optional
+        Generator and trainer parameters.
+
+    Returns
+    -------
+    model_path : Path
+        The checkpoint.
+    data_dir : Path
+        The dataset directory.
+    """
+    from audit.model_io import save_checkpoint
+
+    sizes = dict(DEMO_SIZES)
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    entry = cache_root / f"demo-{_cache_key(seed, sizes, params)}"
+    if not (entry / "model.pt").is_file():
+        cache_root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".demo-tmp-", dir=cache_root))
+        try:
+            if progress is not None:
+                progress("generate", 0, 1)
+            make_demo_dataset(tmp / "data", seed=seed, params=params, **sizes)
+            if progress is not None:
+                progress("generate", 1, 1)
+            train_progress = None
+            if progress is not None:
+
+                def train_progress(done: int, total: int) -> None:
+                    progress("train", done, total)
+
+            model = train_demo_model(
+                tmp / "data", seed=seed, params=params, progress=train_progress
+            )
+            save_checkpoint(
+                tmp / "model.pt",
+                model,
+                arch=ARCH,
+                arch_kwargs={"widths": list(params.widths)},
+                outputs=list(DEMO_TARGETS),
+                task="multilabel",
+                preprocess=dict(model.demo_preprocess),
+            )
+            try:
+                tmp.rename(entry)
+            except OSError:
+                # Another process finished the same entry first; theirs is identical.
+                if not (entry / "model.pt").is_file():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    if out_dir is None:
+        return entry / "model.pt", entry / "data"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / "data").exists():
+        shutil.rmtree(out_dir / "data")
+    shutil.copytree(entry / "data", out_dir / "data")
+    shutil.copy2(entry / "model.pt", out_dir / "model.pt")
+    return out_dir / "model.pt", out_dir / "data"
