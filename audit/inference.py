@@ -154,10 +154,13 @@ def init_distributed(device: torch.device) -> Dist:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend)
+            # Binding the rank to its GPU up front lets NCCL connect eagerly (no guessing
+            # of the device at the first collective).
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
     return Dist(rank=dist.get_rank(), world=dist.get_world_size())
 
 
