@@ -16,7 +16,7 @@ Speed (SPEC §9), and why each step is safe:
   the batch size is derived from ``torch.cuda.mem_get_info`` and a measured per-sample
   footprint, halved on out-of-memory;
 * CNNs run in ``channels_last`` on CPU as well as CUDA (oneDNN's NHWC convolutions were
-  12–20% faster than NCHW for ResNet18 on the 2-core benchmark machine), unless the model
+  13–21% faster than NCHW for ResNet18 on the 2-core benchmark machine), unless the model
   refuses such inputs (e.g. ``.view`` on a conv output), which a 2-image probe detects;
 * for forward passes (not for BN recalibration or fine-tuning) a Conv/Linear followed by an
   eval-mode BatchNorm is folded into one layer, on an ``torch.fx`` trace of the model that
