@@ -6,15 +6,24 @@ architecture (``audit.demo:small_cnn``), its training loop, and a cache of the g
 data and trained checkpoint. Must not compute audit metrics or prune anything: the demo only
 builds inputs, and the real tool audits them like any user's model.
 
-The data plant the phenomenon of Iofinova, Peste & Alistarh (CVPR 2023): the protected
-attribute ``Tinted`` (a warm colour cast, 25% of images) is, in the *train split only*,
-spuriously correlated with the target ``Striped`` (95% of tinted and 5% of untinted train
-images are striped; 50% of each in val/test). ``Round`` and ``Bright`` are controls,
-independent of the group everywhere. Target evidence has varying strength, so the dense
-model has uncertain samples; those that are faint *and* group-atypical (untinted striped,
-tinted plain) sit near the decision boundary, where pruning tips them toward the shortcut,
-and the ``Striped`` FNR/FPR gaps between tinted and untinted images grow with sparsity more
-than the controls' gaps.
+The data plant the phenomenon of Iofinova, Peste & Alistarh (CVPR 2023). The protected
+attribute ``Textured`` (a fine grating on the background of 25% of the images) is, in the
+*train split only*, spuriously tied to the target ``Warm`` (a warm colour cast): 98% of
+textured and 2% of plain train images are warm. In val and test the two are independent,
+with the same overall rate of ``Warm`` (26%), so BatchNorm recalibration on val does not
+shift decisions by itself. ``Round`` (disc vs square) and ``Bright`` (background lighter vs
+darker) are controls, independent of the group everywhere, at a similar rate (27.5%).
+
+What pruning then does (measured with ``examples/tune_demo.py``): the dense model reads
+mostly the colour and partly the texture, a shortcut worth a few logits. Pruning erodes the
+colour evidence, carried by few, small weights learned from the rare group-atypical train
+images, while the grating stays easy to detect; pruned models lean on the shortcut, so warm
+images without the texture are missed far more often than textured ones (and textured
+non-warm images are called warm more often). ``Warm``'s FNR/FPR gap between textured and
+plain images grows at 90-98% sparsity; the controls lose some accuracy but their gaps move
+much less. The size of the effect varies a lot with the seed of the data and model (see the
+tuning notes in ``examples/README.md``), and at 99% sparsity this 100k-parameter model is
+mostly broken, so every target's gaps move erratically there.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +45,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+from audit.model_io import save_checkpoint
 
 __all__ = [
     "DEMO_GROUP",
@@ -59,7 +71,7 @@ DEMO_GROUP: str = "Textured"
 CORRELATED_TARGET: str = "Warm"
 """The target that is spuriously correlated with ``DEMO_GROUP`` in the train split."""
 
-GENERATOR_VERSION: str = "2"
+GENERATOR_VERSION: str = "3"
 """Bump whenever rendering or sampling changes, so cached demos are rebuilt."""
 
 ARCH: str = "audit.demo:small_cnn"
@@ -93,8 +105,15 @@ class DemoParams:
         Range of the background luminance offset from mid-grey (sign set by ``Bright``).
     shape_contrast : tuple of float
         Range of the shape's luminance contrast against the background.
+    shape_radius : tuple of float
+        Range of the shape's radius (of the disc; the square has the same area), as a
+        fraction of the image side.
     texture_amp : tuple of float
         Range of the amplitude of the grating that marks ``Textured`` images.
+    texture_period : tuple of float
+        Range of the grating's period in pixels.
+    texture_halo : float
+        Width in pixels of the untextured margin around the shape.
     noise : float
         Standard deviation of the per-pixel Gaussian noise.
     color_jitter : float
@@ -110,6 +129,8 @@ class DemoParams:
         AdamW weight decay.
     widths : tuple of int
         Channels of the four conv-BN-ReLU blocks of ``SmallCNN``.
+    head_from : int
+        How many of the last blocks feed ``SmallCNN``'s head.
 
     Notes
     -----
@@ -120,21 +141,30 @@ class DemoParams:
     """
 
     group_rate: float = 0.25
-    train_pos_rate_in_group: float = 0.95
-    train_pos_rate_out_group: float = 0.05
+    train_pos_rate_in_group: float = 0.98
+    train_pos_rate_out_group: float = 0.02
     control_pos_rate: float = 0.275
     faint_share: float = 0.3
-    warm: tuple[float, float] = (0.02, 0.12)
+    warm: tuple[float, float] = (0.02, 0.4)
     bright_delta: tuple[float, float] = (0.03, 0.2)
-    shape_contrast: tuple[float, float] = (0.1, 0.4)
-    texture_amp: tuple[float, float] = (0.08, 0.15)
+    shape_contrast: tuple[float, float] = (0.25, 0.5)
+    shape_radius: tuple[float, float] = (0.16, 0.27)
+    texture_amp: tuple[float, float] = (0.06, 0.12)
+    texture_period: tuple[float, float] = (2.5, 4.0)
+    texture_halo: float = 2.0
     noise: float = 0.05
-    color_jitter: float = 0.03
+    color_jitter: float = 0.02
     epochs: int = 6
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
     widths: tuple[int, int, int, int] = (16, 32, 64, 128)
+    head_from: int = 2
+
+    @property
+    def arch_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``small_cnn`` for this model (JSON-like, for checkpoints)."""
+        return {"widths": list(self.widths), "head_from": self.head_from}
 
     @property
     def warm_rate(self) -> float:
@@ -253,29 +283,33 @@ def _render(
     img = np.repeat(lum[:, None, None, None], 3, axis=3).astype(np.float32)
     img = img + rng.normal(0.0, p.color_jitter, (n, 1, 1, 3)).astype(np.float32)
 
-    # Texture (the protected attribute): a luminance grating on the background only, so
-    # it does not hide the shape; amplitude 0 when absent.
+    # Shape geometry: a disc (Round) or an axis-aligned square of the same area.
+    radius = rng.uniform(*p.shape_radius, n)[:, None, None] * size
+    cy = rng.uniform(0.3, 0.7, n)[:, None, None] * size
+    cx = rng.uniform(0.3, 0.7, n)[:, None, None] * size
+    half = radius * 0.886  # a square of side 2 * 0.886 * r has the disc's area
+    dist_disc = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) - radius
+    dist_square = np.maximum(np.abs(yy - cy), np.abs(xx - cx)) - half
+    dist = np.where(labels["Round"][:, None, None] == 1, dist_disc, dist_square)
+
+    # Texture (the protected attribute): a luminance grating on the background, kept
+    # ``texture_halo`` pixels away from the shape so the shape's outline looks the same in
+    # both groups; amplitude 0 when absent.
     amp = rng.uniform(*p.texture_amp, n) * labels[DEMO_GROUP]
     theta = rng.uniform(0.0, math.pi, n)[:, None, None]
-    period = rng.uniform(3.5, 6.0, n)[:, None, None]
+    period = rng.uniform(*p.texture_period, n)[:, None, None]
     phase = rng.uniform(0.0, 2 * math.pi, n)[:, None, None]
     wave = np.sin(2 * math.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + phase)
+    wave = wave * (dist > p.texture_halo)
     background = img
     img = img + (amp[:, None, None] * wave)[..., None].astype(np.float32)
 
-    # Shape: a disc (Round) or an axis-aligned square of the same area.
-    radius = rng.uniform(0.16, 0.27, n)[:, None, None] * size
-    cy = rng.uniform(0.3, 0.7, n)[:, None, None] * size
-    cx = rng.uniform(0.3, 0.7, n)[:, None, None] * size
-    disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
-    half = radius * 0.886  # a square of side 2 * 0.886 * r has the disc's area
-    square = (np.abs(yy - cy) <= half) & (np.abs(xx - cx) <= half)
-    mask = np.where(labels["Round"][:, None, None] == 1, disc, square)
+    # Shape fill: a random contrast (sign and strength) and hue against the background.
     contrast = _lerp(p.shape_contrast, _strength(rng, n, p.faint_share))
     contrast = contrast * rng.choice([-1.0, 1.0], n)
     hue = rng.normal(0.0, 0.05, (n, 3))
     shape_rgb = (contrast[:, None] + hue).astype(np.float32)
-    img = np.where(mask[..., None], background + shape_rgb[:, None, None, :], img)
+    img = np.where((dist <= 0)[..., None], background + shape_rgb[:, None, None, :], img)
 
     # Warm cast: red up, blue down, green barely (luminance moves by ~0.2 * t).
     t = _lerp(p.warm, _strength(rng, n, p.faint_share)) * labels["Warm"]
@@ -389,9 +423,13 @@ def load_demo_split(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarra
 
 
 class SmallCNN(nn.Module):
-    """Four conv-BN-ReLU blocks (max-pooling between them), global average pool, linear head.
+    """Four conv-BN-ReLU blocks with max-pooling between them and a linear head.
 
-    BatchNorm matters here: BN recalibration is the audit's default recovery after pruning.
+    The head reads the globally average-pooled outputs of the last ``head_from`` blocks,
+    concatenated (a multi-scale head): global cues such as colour and brightness then reach
+    the classifier by a short path, so the model degrades gradually under pruning instead of
+    collapsing when its widest (most pruned) layer goes. BatchNorm matters: BN
+    recalibration is the audit's default recovery after pruning.
 
     Parameters
     ----------
@@ -401,6 +439,9 @@ class SmallCNN(nn.Module):
         Output channels of the four blocks (about 100k parameters by default).
     in_channels : int, default 3
         Input channels.
+    head_from : int, default 2
+        How many of the last blocks feed the head (1: only the last one, the classic
+        layout).
     """
 
     def __init__(
@@ -408,28 +449,37 @@ class SmallCNN(nn.Module):
         num_outputs: int,
         widths: tuple[int, ...] = (16, 32, 64, 128),
         in_channels: int = 3,
+        head_from: int = 2,
     ) -> None:
         super().__init__()
         if num_outputs < 1:
             raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
-        layers: list[nn.Module] = []
+        if not 1 <= head_from <= len(widths):
+            raise ValueError(f"head_from must be in [1, {len(widths)}], got {head_from}")
+        blocks: list[nn.Module] = []
         prev = in_channels
         for i, width in enumerate(widths):
-            if i > 0:
-                layers.append(nn.MaxPool2d(2))
+            layers: list[nn.Module] = [nn.MaxPool2d(2)] if i > 0 else []
             layers += [
                 nn.Conv2d(prev, width, 3, padding=1, bias=False),
                 nn.BatchNorm2d(width),
                 nn.ReLU(inplace=True),
             ]
+            blocks.append(nn.Sequential(*layers))
             prev = width
-        self.features = nn.Sequential(*layers)
+        self.blocks = nn.ModuleList(blocks)
+        self.head_from = head_from
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(prev, num_outputs)
+        self.head = nn.Linear(sum(widths[-head_from:]), num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(N, C, H, W)`` normalised images to ``(N, num_outputs)`` logits."""
-        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+        pooled = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i >= len(self.blocks) - self.head_from:
+                pooled.append(torch.flatten(self.pool(x), 1))
+        return self.head(torch.cat(pooled, 1))
 
 
 def small_cnn(num_outputs: int, **kwargs: Any) -> nn.Module:
@@ -440,8 +490,8 @@ def small_cnn(num_outputs: int, **kwargs: Any) -> nn.Module:
     num_outputs : int
         Number of logits.
     **kwargs
-        Passed to ``SmallCNN`` (``widths``, ``in_channels``); lists are accepted for
-        ``widths`` because checkpoint metadata stores JSON-like values.
+        Passed to ``SmallCNN`` (``widths``, ``in_channels``, ``head_from``); lists are
+        accepted for ``widths`` because checkpoint metadata stores JSON-like values.
 
     Returns
     -------
@@ -489,6 +539,7 @@ def train_demo_model(
     progress: Callable[[int, int], None] | None = None,
     params: DemoParams = DEFAULT_PARAMS,
     max_train: int | None = None,
+    num_threads: int | None = 1,
 ) -> nn.Module:
     """Train a ``SmallCNN`` on the train split of a written demo dataset.
 
@@ -496,7 +547,8 @@ def train_demo_model(
     random horizontal flips (every attribute is flip-invariant). Images are read back from
     the PNGs with Pillow and normalised with the train split's per-channel mean and std,
     which are attached to the returned model as ``model.demo_preprocess`` (a dict with
-    ``image_size``, ``mean``, ``std``) for the checkpoint.
+    ``image_size``, ``mean``, ``std``) for the checkpoint. The caller's torch RNG state and
+    thread count are left as they were.
 
     Parameters
     ----------
@@ -512,6 +564,11 @@ def train_demo_model(
         Model width and optimiser settings.
     max_train : int, optional
         Use only the first ``max_train`` train images (for quick tests).
+    num_threads : int or None, default 1
+        Torch intra-op threads while training; None keeps the current setting. One thread
+        by default: these small convolutions gain little from more, and on a busy machine
+        OpenMP threads that spin-wait for a loaded core made each epoch 5-10x slower with
+        two threads on two cores (measured).
 
     Returns
     -------
@@ -528,9 +585,52 @@ def train_demo_model(
     x = _to_tensor(images, np.asarray(mean), np.asarray(std))
     y = torch.from_numpy(targets)
 
+    previous_threads = torch.get_num_threads()
+    try:
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _fit(x, y, seed=seed, epochs=epochs, params=params, progress=progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+    model.demo_preprocess = {"image_size": int(images.shape[1]), "mean": mean, "std": std}
+    return model
+
+
+def _fit(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    seed: int,
+    epochs: int,
+    params: DemoParams,
+    progress: Callable[[int, int], None] | None,
+) -> SmallCNN:
+    """Run the training loop of ``train_demo_model`` on normalised tensors.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(n, 3, H, W)`` normalised images.
+    y : torch.Tensor
+        ``(n, len(DEMO_TARGETS))`` float 0/1 labels.
+    seed : int
+        Seed of the batch order and flips.
+    epochs : int
+        Training epochs.
+    params : DemoParams
+        Model and optimiser settings.
+    progress : callable or None
+        Called as ``progress(done, total)`` after every epoch.
+
+    Returns
+    -------
+    SmallCNN
+        The trained model in eval mode.
+    """
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = SmallCNN(len(DEMO_TARGETS), widths=params.widths)
+    model = SmallCNN(len(DEMO_TARGETS), widths=params.widths, head_from=params.head_from)
     opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(x) / params.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -542,9 +642,8 @@ def train_demo_model(
         order = torch.randperm(len(x), generator=gen)
         for start in range(0, len(x), params.batch_size):
             idx = order[start : start + params.batch_size]
-            xb = x[idx]
             flip = torch.rand(len(idx), generator=gen) < 0.5
-            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+            xb = torch.where(flip[:, None, None, None], x[idx].flip(3), x[idx])
             loss = loss_fn(model(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -552,9 +651,7 @@ def train_demo_model(
             sched.step()
         if progress is not None:
             progress(epoch + 1, epochs)
-    model.eval()
-    model.demo_preprocess = {"image_size": int(images.shape[1]), "mean": mean, "std": std}
-    return model
+    return model.eval()
 
 
 # ------------------------------------------------------------------------------- cache
@@ -592,13 +689,15 @@ def prepare_demo(
     cache_dir: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     params: DemoParams = DEFAULT_PARAMS,
+    sizes: dict[str, int] | None = None,
 ) -> tuple[Path, Path]:
     """Generate the demo data and train its model, or reuse them from the cache.
 
     The cache entry ``<cache_dir>/demo-<hash>/`` (hash of the generator version, seed, sizes
     and parameters) holds ``data/`` (manifest layout) and ``model.pt`` (a prune-audit
-    checkpoint). It is built in a temporary sibling directory and renamed into place, so an
-    interrupted run never leaves a half-written entry.
+    checkpoint whose ``preprocess`` is the train split's mean and std, as used in training).
+    It is built in a temporary sibling directory and renamed into place, so an interrupted
+    run never leaves a half-written entry, and a later run simply rebuilds it.
 
     Parameters
     ----------
@@ -610,9 +709,12 @@ def prepare_demo(
     cache_dir : Path, optional
         Cache root; ``default_cache_dir()`` when omitted.
     progress : callable, optional
-        Called as ``progress(stage, done, total)`` with stage ``"generate"`` or ``"train"``.
+        Called as ``progress(stage, done, total)`` with stage ``"generate"`` (0 then 1 of 1)
+        or ``"train"`` (after every epoch); never called on a cache hit.
     params : DemoParams, optional
         Generator and trainer parameters.
+    sizes : dict, optional
+        ``n_train``, ``n_val``, ``n_test``, ``image_size``; ``DEMO_SIZES`` when omitted.
 
     Returns
     -------
@@ -621,47 +723,13 @@ def prepare_demo(
     data_dir : Path
         The dataset directory.
     """
-    from audit.model_io import save_checkpoint
-
-    sizes = dict(DEMO_SIZES)
+    sizes = dict(DEMO_SIZES if sizes is None else sizes)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     entry = cache_root / f"demo-{_cache_key(seed, sizes, params)}"
     if not (entry / "model.pt").is_file():
-        cache_root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".demo-tmp-", dir=cache_root))
-        try:
-            if progress is not None:
-                progress("generate", 0, 1)
-            make_demo_dataset(tmp / "data", seed=seed, params=params, **sizes)
-            if progress is not None:
-                progress("generate", 1, 1)
-            train_progress = None
-            if progress is not None:
-
-                def train_progress(done: int, total: int) -> None:
-                    progress("train", done, total)
-
-            model = train_demo_model(
-                tmp / "data", seed=seed, params=params, progress=train_progress
-            )
-            save_checkpoint(
-                tmp / "model.pt",
-                model,
-                arch=ARCH,
-                arch_kwargs={"widths": list(params.widths)},
-                outputs=list(DEMO_TARGETS),
-                task="multilabel",
-                preprocess=dict(model.demo_preprocess),
-            )
-            try:
-                tmp.rename(entry)
-            except OSError:
-                # Another process finished the same entry first; theirs is identical.
-                if not (entry / "model.pt").is_file():
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        if entry.exists():  # not ours to trust: a hand-edited or foreign directory
+            shutil.rmtree(entry)
+        _build_entry(entry, seed=seed, sizes=sizes, params=params, progress=progress)
     if out_dir is None:
         return entry / "model.pt", entry / "data"
     out_dir = Path(out_dir)
@@ -671,3 +739,46 @@ def prepare_demo(
     shutil.copytree(entry / "data", out_dir / "data")
     shutil.copy2(entry / "model.pt", out_dir / "model.pt")
     return out_dir / "model.pt", out_dir / "data"
+
+
+def _build_entry(
+    entry: Path,
+    *,
+    seed: int,
+    sizes: dict[str, int],
+    params: DemoParams,
+    progress: Callable[[str, int, int], None] | None,
+) -> None:
+    """Build one cache entry in a temporary sibling directory, then rename it into place."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".demo-tmp-", dir=entry.parent))
+    try:
+        if progress is not None:
+            progress("generate", 0, 1)
+        make_demo_dataset(tmp / "data", seed=seed, params=params, **sizes)
+        if progress is not None:
+            progress("generate", 1, 1)
+        model = train_demo_model(
+            tmp / "data",
+            seed=seed,
+            params=params,
+            progress=None if progress is None else partial(progress, "train"),
+        )
+        save_checkpoint(
+            tmp / "model.pt",
+            model,
+            arch=ARCH,
+            arch_kwargs=params.arch_kwargs,
+            outputs=list(DEMO_TARGETS),
+            task="multilabel",
+            preprocess=dict(model.demo_preprocess),
+        )
+        try:
+            tmp.rename(entry)
+        except OSError:
+            # Another process finished the same entry first; its content is identical.
+            if not (entry / "model.pt").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

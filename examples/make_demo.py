@@ -24,7 +24,13 @@ from pathlib import Path
 
 import torch
 
-from audit.demo import DEMO_GROUP, DEMO_TARGETS, make_demo_dataset, train_demo_model
+from audit.demo import (
+    DEFAULT_PARAMS,
+    DEMO_GROUP,
+    DEMO_TARGETS,
+    make_demo_dataset,
+    train_demo_model,
+)
 from audit.model_io import save_checkpoint
 
 
@@ -35,8 +41,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    # 1. Data. Tinted (the protected attribute, ~25% of images) is correlated with Striped
-    #    in the train split only (95% vs 5% striped); Round and Bright are controls.
+    # 1. Data. Textured (the protected attribute, ~25% of images) is tied to Warm in the
+    #    train split only (98% of textured vs 2% of plain images are warm); Round and Bright
+    #    are controls.
     start = time.perf_counter()
     data_dir = make_demo_dataset(args.out / "data", seed=args.seed)
     print(f"wrote the dataset to {data_dir} ({time.perf_counter() - start:.1f}s)")
@@ -54,6 +61,7 @@ def main() -> None:
         args.out / "model.pt",
         model,
         arch="audit.demo:small_cnn",
+        arch_kwargs=DEFAULT_PARAMS.arch_kwargs,  # widths and head of the SmallCNN
         outputs=list(DEMO_TARGETS),
         task="multilabel",
         preprocess=model.demo_preprocess,

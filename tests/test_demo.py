@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -11,10 +12,13 @@ from PIL import Image
 
 from audit.demo import (
     CORRELATED_TARGET,
+    DEFAULT_PARAMS,
     DEMO_GROUP,
     DEMO_TARGETS,
     SmallCNN,
+    default_cache_dir,
     make_demo_dataset,
+    prepare_demo,
     small_cnn,
     train_demo_model,
 )
@@ -39,7 +43,7 @@ def _digest(root: Path) -> str:
 def big_labels(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]:
     """Labels of a dataset large enough to check rates (images are tiny to stay fast)."""
     root = make_demo_dataset(
-        tmp_path_factory.mktemp("big"), seed=3, n_train=3000, n_val=10, n_test=3000, image_size=8
+        tmp_path_factory.mktemp("big"), seed=3, n_train=2000, n_val=10, n_test=2000, image_size=8
     )
     return _read_rows(root)
 
@@ -78,10 +82,11 @@ def test_manifest_layout(tmp_path: Path) -> None:
 
 def test_train_split_has_the_planted_correlation(big_labels: list[dict[str, str]]) -> None:
     train = [r for r in big_labels if r["split"] == "train"]
-    striped_in = np.mean([r[CORRELATED_TARGET] == "1" for r in train if r[DEMO_GROUP] == "1"])
-    striped_out = np.mean([r[CORRELATED_TARGET] == "1" for r in train if r[DEMO_GROUP] == "0"])
-    assert 0.9 < striped_in <= 1.0
-    assert 0.0 <= striped_out < 0.1
+    rate_in = np.mean([r[CORRELATED_TARGET] == "1" for r in train if r[DEMO_GROUP] == "1"])
+    rate_out = np.mean([r[CORRELATED_TARGET] == "1" for r in train if r[DEMO_GROUP] == "0"])
+    assert rate_in == pytest.approx(DEFAULT_PARAMS.train_pos_rate_in_group, abs=0.03)
+    assert rate_out == pytest.approx(DEFAULT_PARAMS.train_pos_rate_out_group, abs=0.02)
+    assert rate_in > 0.9 and rate_out < 0.1
 
 
 def test_test_split_has_no_correlation_and_the_train_prevalence(
@@ -121,27 +126,34 @@ def test_rejects_bad_sizes(tmp_path: Path) -> None:
 
 
 def test_small_cnn_output_shape_and_size() -> None:
-    model = small_cnn(3)
+    model = small_cnn(3, **DEFAULT_PARAMS.arch_kwargs)
     assert isinstance(model, SmallCNN)
     assert model(torch.zeros(4, 3, 32, 32)).shape == (4, 3)
     assert 50_000 <= sum(p.numel() for p in model.parameters()) <= 200_000
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    assert small_cnn(2, widths=[4, 8, 8, 8])(torch.zeros(1, 3, 16, 16)).shape == (1, 2)
+    tiny = small_cnn(2, widths=[4, 8, 8, 8], head_from=2)
+    assert tiny.head.in_features == 16
+    assert tiny(torch.zeros(1, 3, 16, 16)).shape == (1, 2)
+    with pytest.raises(ValueError, match="head_from must be in"):
+        small_cnn(2, widths=[4, 8], head_from=3)
 
 
 def test_tiny_training_run_saves_a_loadable_checkpoint(tmp_path: Path) -> None:
     torch.set_num_threads(2)
-    root = make_demo_dataset(tmp_path / "data", seed=0, n_train=48, n_val=4, n_test=4)
+    root = make_demo_dataset(
+        tmp_path / "data", seed=0, n_train=48, n_val=4, n_test=4, image_size=16
+    )
     calls: list[tuple[int, int]] = []
     model = train_demo_model(root, seed=0, epochs=1, progress=lambda d, t: calls.append((d, t)))
     assert calls == [(1, 1)]
     assert not model.training
     pre = model.demo_preprocess
-    assert pre["image_size"] == 32 and len(pre["mean"]) == 3 and len(pre["std"]) == 3
+    assert pre["image_size"] == 16 and len(pre["mean"]) == 3 and len(pre["std"]) == 3
     path = save_checkpoint(
         tmp_path / "model.pt",
         model,
         arch="audit.demo:small_cnn",
+        arch_kwargs=DEFAULT_PARAMS.arch_kwargs,
         outputs=list(DEMO_TARGETS),
         task="multilabel",
         preprocess=pre,
@@ -152,6 +164,46 @@ def test_tiny_training_run_saves_a_loadable_checkpoint(tmp_path: Path) -> None:
     rebuilt = small_cnn(len(ckpt["outputs"]), **ckpt["arch_kwargs"])
     rebuilt.load_state_dict(ckpt["state_dict"])
     rebuilt.eval()
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(rebuilt(x), model(x))
+
+
+def test_prepare_demo_builds_once_then_reuses_the_cache(tmp_path: Path) -> None:
+    params = dataclasses.replace(DEFAULT_PARAMS, epochs=1)
+    sizes = {"n_train": 32, "n_val": 8, "n_test": 8, "image_size": 16}
+    calls: list[tuple[str, int, int]] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        calls.append((stage, done, total))
+
+    model_path, data_dir = prepare_demo(
+        seed=1, cache_dir=tmp_path, params=params, sizes=sizes, progress=progress
+    )
+    assert calls == [("generate", 0, 1), ("generate", 1, 1), ("train", 1, 1)]
+    assert model_path.parent == data_dir.parent and model_path.parent.parent == tmp_path
+    assert [p.name for p in tmp_path.iterdir()] == [model_path.parent.name]  # no temp left
+    ckpt = torch.load(model_path, weights_only=True, map_location="cpu")
+    assert ckpt["preprocess"]["image_size"] == 16
+    assert (data_dir / "labels.csv").is_file()
+
+    again = prepare_demo(seed=1, cache_dir=tmp_path, params=params, sizes=sizes, progress=progress)
+    assert again == (model_path, data_dir)
+    assert len(calls) == 3  # cache hit: nothing rebuilt
+
+    copied = prepare_demo(tmp_path / "out", seed=1, cache_dir=tmp_path, params=params, sizes=sizes)
+    assert copied == (tmp_path / "out" / "model.pt", tmp_path / "out" / "data")
+    assert copied[0].read_bytes() == model_path.read_bytes()
+
+
+def test_default_cache_dir_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PRUNE_AUDIT_CACHE", str(tmp_path / "a"))
+    assert default_cache_dir() == tmp_path / "a"
+    monkeypatch.delenv("PRUNE_AUDIT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "prune-audit"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "prune-audit"
