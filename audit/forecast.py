@@ -6,9 +6,13 @@ never see a pruned model (a test runs it with validation disabled and gets the s
 The rule (stated in every report):
 
 * The paper finds that pruning moves *uncertain* outputs first, and toward the attribute's
-  majority value (rare-value under-prediction). So a sample i currently predicted on the
-  minority side of target a, inside the uncertainty band, flips with a probability we take as
-  ``KAPPA · s_ia`` where ``s_ia = 1 − |2 p_ia − 1|`` is its susceptibility.
+  majority value (rare-value under-prediction). So every sample currently predicted on the
+  minority side of target a with its probability inside the uncertainty band (§4.1) is
+  expected to flip to the majority value; confident predictions and majority-side
+  predictions are expected to stay. (An earlier version flipped each such sample with
+  probability ``0.5 · s``, s = 1 − |2p − 1|; on the bundled demo at 90% sparsity that scaled
+  the forecast Δ down ~4x and rated a gap that grew by +0.32 ``low``. Flipping the whole
+  uncertain minority side is both simpler to state and closer to what magnitude pruning did.)
 * Summing those expected flips per group cell moves each cell's FNR and FPR: with a rare
   positive value, expected flips of true positives raise the cell's FNR and flips of false
   positives lower its FPR (mirrored when positives are the majority). The forecast Δ of a gap
@@ -29,19 +33,24 @@ import numpy as np
 from audit import metrics as M
 from audit.criteria import GroupKey, Population, predict_labels, uncertain
 
-KAPPA = 0.5
 RISK_HIGH = 0.05
 RISK_MEDIUM = 0.02
 INTERDEPENDENCE_BUMP = 0.10
-FLAT = 0.005
+FLAT = RISK_MEDIUM
 _LEVELS = ("low", "medium", "high")
 
 RULE = (
-    f"Uncertain samples (p in the band) on the minority side of an attribute are expected to "
-    f"flip toward its majority value with probability {KAPPA}·s, s = 1 − |2p − 1|; the expected "
-    f"flips move each group's FNR and FPR and so the gaps. Risk is high when the larger "
-    f"forecast Δ of the FNR/FPR gap is ≥ {RISK_HIGH}, medium when ≥ {RISK_MEDIUM}, else low; "
-    f"raised one level when the attribute's interdependence excess is ≥ {INTERDEPENDENCE_BUMP}."
+    "Every uncertain sample (p in the band) predicted on the minority side of an attribute is "
+    "expected to flip to its majority value (confident and majority-side predictions stay); "
+    "the expected flips move each group's FNR and FPR and so the gaps. Risk is high when the "
+    f"larger forecast Δ of the FNR/FPR gap is ≥ {RISK_HIGH}, medium when ≥ {RISK_MEDIUM}, else "
+    f"low; raised one level when the attribute's interdependence excess is ≥ "
+    f"{INTERDEPENDENCE_BUMP}."
+)
+
+DIRECTION_NOTE = (
+    f"A direction is up or down when |Δ| ≥ {FLAT} (the medium-risk threshold) and, for a "
+    "measured Δ, its 95% CI excludes 0; otherwise flat."
 )
 
 
@@ -56,13 +65,20 @@ def risk_level(delta: float | None) -> str:
     return "low"
 
 
-def direction(delta: float | None) -> str | None:
-    """``up``, ``down`` or ``flat`` (|Δ| < 0.005); None when undefined."""
+def direction(delta: float | None, ci: tuple[float, float] | None = None) -> str | None:
+    """``up``, ``down`` or ``flat``; None when undefined.
+
+    A change smaller than ``FLAT`` (the medium-risk threshold: below it the forecast calls the
+    change immaterial) is ``flat``; a measured change whose confidence interval ``ci``
+    contains 0 is ``flat`` too, since its sign is not known.
+    """
     if delta is None or not np.isfinite(delta):
         return None
-    if delta > FLAT:
+    if ci is not None and ci[0] <= 0.0 <= ci[1]:
+        return "flat"
+    if delta >= FLAT:
         return "up"
-    if delta < -FLAT:
+    if delta <= -FLAT:
         return "down"
     return "flat"
 
@@ -130,10 +146,9 @@ def forecast(
     """
     pred = predict_labels(probs, thresholds, pop.task)
     unc = uncertain(probs, pop.task, pop.band).astype(bool)
-    susc = 1.0 - np.abs(2.0 * probs - 1.0)
     pairs = []
     for a, target in enumerate(pop.targets):
-        weight = KAPPA * susc[:, a] * unc[:, a]
+        weight = unc[:, a].astype(np.float64)
         excess = None
         if interdependence is not None:
             excess = interdependence[target]["excess"]

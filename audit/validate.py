@@ -204,14 +204,17 @@ def forecast_agreement(
 ) -> dict[str, Any]:
     """Compare the forecast's Δ and risk with the Δ measured at one level (SPEC §6.4).
 
-    Direction: up / down / flat (|Δ| < 0.005) must match. Risk: the measured larger Δ of the
-    FNR/FPR gap mapped by the forecast's own thresholds must equal the forecast risk.
+    Direction: up / down / flat must match, where a change below the medium-risk threshold
+    is flat and a measured change whose CI contains 0 is flat (``forecast.direction``).
+    Risk: the measured larger Δ of the FNR/FPR gap mapped by the forecast's own thresholds
+    must equal the forecast risk.
     """
     rows = []
     risk_hits = []
     for pair in forecast["pairs"]:
         deltas = level["delta"][mode][pair["target"]]["by_group"][pair["group"]]
         measured = {m: deltas[m]["value"] for m in ("fnr_gap", "fpr_gap")}
+        ci = {m: deltas[m].get("ci") for m in ("fnr_gap", "fpr_gap")}
         defined = [v for v in measured.values() if v is not None]
         measured_risk = risk_level(max(defined)) if defined else None
         risk_hit = measured_risk == pair["risk"] if measured_risk is not None else None
@@ -219,7 +222,7 @@ def forecast_agreement(
             risk_hits.append(risk_hit)
         for metric in ("fnr_gap", "fpr_gap"):
             d_pred = direction(pair["predicted_delta"][metric])
-            d_meas = direction(measured[metric])
+            d_meas = direction(measured[metric], ci[metric])
             rows.append(
                 {
                     "target": pair["target"],

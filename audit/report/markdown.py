@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from audit.forecast import DIRECTION_NOTE
 from audit.report._format import (
     GAP_METRICS,
     fmt_ci,
@@ -354,7 +355,8 @@ def _grading(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
         lines += [
             f"At sparsity {fmt_sparsity(agreement.get('sparsity'))}: direction hit rate "
             f"{fmt_pct(agreement.get('direction_hit_rate'), reason='no defined pairs')}, risk "
-            f"hit rate {fmt_pct(agreement.get('risk_hit_rate'), reason='no defined pairs')}.",
+            f"hit rate {fmt_pct(agreement.get('risk_hit_rate'), reason='no defined pairs')}. "
+            f"{DIRECTION_NOTE}",
             "",
         ]
     items = [
