@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,30 @@ def test_forecast_does_not_depend_on_pruning(audited, tmp_path: Path) -> None:
     assert alone.report["gate"]["mode"] == "forecast"
 
 
+def test_uncertainty_histograms_count_every_sample_of_every_group(audited) -> None:
+    result, out, _, _ = audited
+    rep = result.report
+    hist = rep["uncertainty_histograms"]
+    assert hist["quantity"] == "probability" and hist["band"] == [0.1, 0.9]
+    assert len(hist["edges"]) == 21 and hist["edges"][2] == 0.1 and hist["edges"][18] == 0.9
+    assert list(hist["targets"]) == rep["inputs"]["targets"]
+    models = {"dense"} | {f"{lv['sparsity']:g}" for lv in rep["validation"]["levels"]}
+    with np.load(out / "predictions.npz", allow_pickle=False) as z:
+        dense, groups = z["dense_probs"], z["groups"][:, 0]
+    for a, target in enumerate(rep["inputs"]["targets"]):
+        cells = rep["dense"]["default"][target]["by_group"]["tinted"]["cells"]
+        entries = hist["targets"][target]["tinted"]
+        assert [e["value"] for e in entries] == [c["value"] for c in cells]
+        for e, c in zip(entries, cells, strict=True):
+            assert set(e["counts"]) == models
+            assert e["n"] == c["n"]
+            assert all(sum(counts) == c["n"] for counts in e["counts"].values())
+            # the dense counts are those of the saved probabilities (group codes are 0/1)
+            p = dense[groups == int(e["value"]), a].astype(np.float64)
+            expected = np.bincount(np.minimum(np.floor(p * 20), 19).astype(int), minlength=20)
+            assert e["counts"]["dense"] == expected.tolist()
+
+
 def test_report_validates_against_schema(audited) -> None:
     from audit.report import validate_report
 
@@ -169,3 +194,69 @@ def test_modal_prediction_over_seeds() -> None:
     seeds_mc = [np.eye(3)[[2, 0]], np.eye(3)[[2, 1]]]
     # sample 0: both seeds say class 2 → 2; sample 1: tie between 0 and 1 (dense) → keep 1
     assert _modal_prediction(seeds_mc, dense_mc, "multiclass").argmax(1).tolist() == [2, 1]
+
+
+class _TableRows(HTMLParser):
+    """Collect the text of every body row of every ``<table id=...>`` in a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._table: str | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self._table = dict(attrs).get("id") or ""
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+        elif tag == "td" and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None and self._row is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table is not None:
+            if self._row:
+                self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_html_report_shows_every_metric_dense_and_pruned_under_both_thresholds(audited) -> None:
+    # SPEC §4.6/§6.3 and issue 4: every per-cell metric for the dense model and each sparsity,
+    # and every gap/BA change with its paired CI, under default AND calibrated thresholds.
+    result, out, _, _ = audited
+    rep = result.report
+    parser = _TableRows()
+    parser.feed((out / "report.html").read_text(encoding="utf-8"))
+    sparsities = [lv["sparsity"] for lv in rep["validation"]["levels"]]
+    for mode in ("default", "calibrated"):
+        cells = parser.tables[f"t-cells-{mode}"]
+        models = {row[0] for row in cells}
+        assert len(models) == 1 + len(sparsities), models
+        changes = parser.tables[f"t-changes-{mode}"]
+        seen = {(row[0], row[1], row[2], row[3]) for row in changes}
+        checked = 0
+        for lv in rep["validation"]["levels"]:
+            for target, entry in lv["delta"][mode].items():
+                for group, deltas in entry["by_group"].items():
+                    for metric, d in deltas.items():
+                        key = (f"{lv['sparsity']:g}", target, group, metric.replace("_", " "))
+                        assert key in seen, (mode, key)
+                        checked += 1
+                        row = next(r for r in changes if tuple(r[:4]) == key)
+                        if d["ci"] is not None:  # Δ with its CI, both as printed numbers
+                            assert row[7].startswith("[") and f"{d['value']:+.3f}" in row[6]
+                        else:  # undefined: the reason is shown, never a number
+                            assert d["reason"] and row[6] != "" and "[" not in row[7]
+        # 3 levels × 3 targets × 1 group key × (gaps + signed gaps + BA)
+        assert checked >= 3 * 3 * 6, checked
