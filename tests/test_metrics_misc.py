@@ -14,6 +14,7 @@ from audit.metrics import (
     lift_at_k,
     margin_uncertain_mask,
     precision_at_k,
+    probability_histogram,
     recall_at_k,
     sample_susceptibility,
     susceptibility,
@@ -76,6 +77,34 @@ def test_susceptibility_hand_computed() -> None:
     score, target = sample_susceptibility(probs)
     np.testing.assert_allclose(score, [1.0, 0.5, 0.0])
     np.testing.assert_array_equal(target, [2, 0, 0])
+
+
+def test_probability_histogram_hand_computed() -> None:
+    p = np.array([0.0, 0.04, 0.1, 0.5, 0.89, 0.9, 1.0, 0.3])
+    cells = np.array([0, 0, 1, 1, 1, 0, 0, 1])
+    counts = probability_histogram(p, cells=cells, n_cells=3, n_bins=10)
+    # bin b holds b/10 <= p < (b+1)/10; p = 1 falls in the last bin
+    expected = np.zeros((3, 10), dtype=np.int64)
+    expected[0, [0, 9]] = [2, 2]  # 0.0, 0.04 | 0.9, 1.0
+    expected[1, [1, 3, 5, 8]] = 1  # 0.1, 0.3, 0.5, 0.89
+    np.testing.assert_array_equal(counts, expected)  # the empty cell 2 is a row of zeros
+    assert counts.sum(axis=1).tolist() == [4, 4, 0]
+    # 20 bins put the default band's ends on edges: bins 2..17 are the uncertain ones
+    q = np.linspace(0.0, 1.0, 401)[1:-1]
+    q = q[np.abs(q * 20 - np.round(q * 20)) > 1e-9]  # drop samples on an edge
+    hist = probability_histogram(q, cells=np.zeros(len(q), dtype=int), n_cells=1)[0]
+    assert hist[2:18].sum() == uncertain_mask(q).sum()
+
+
+def test_probability_histogram_errors() -> None:
+    with pytest.raises(ValueError, match="`cells` must lie in \\[0, n_cells=2\\); got 2 at row 1"):
+        probability_histogram(np.array([0.5, 0.5]), cells=np.array([0, 2]), n_cells=2)
+    with pytest.raises(ValueError, match="one entry per sample \\(2\\)"):
+        probability_histogram(np.array([0.5, 0.5]), cells=np.array([0]), n_cells=1)
+    with pytest.raises(ValueError, match="finite probabilities"):
+        probability_histogram(np.array([np.nan]), cells=np.array([0]), n_cells=1)
+    with pytest.raises(ValueError, match="`n_bins` must be >= 1; got 0"):
+        probability_histogram(np.array([0.5]), cells=np.array([0]), n_cells=1, n_bins=0)
 
 
 def test_uncertainty_errors() -> None:

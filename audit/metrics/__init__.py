@@ -48,6 +48,7 @@ from .ranking import auroc, lift_at_k, precision_at_k, recall_at_k
 from .thresholds import calibrate_thresholds, underprediction_ratio
 from .uncertainty import (
     margin_uncertain_mask,
+    probability_histogram,
     sample_susceptibility,
     susceptibility,
     uncertain_mask,
@@ -78,6 +79,7 @@ __all__ = [
     "margin_uncertain_mask",
     "multiclass_expected_calibration_error",
     "percentile_ci",
+    "probability_histogram",
     "precision_at_k",
     "rates_by_group",
     "rates_from_counts",

@@ -1,8 +1,9 @@
 """Output uncertainty and per-sample susceptibility (SPEC §4.1, §5.1).
 
 Owns: which outputs count as uncertain (probability strictly inside an open band, or a
-small top-1/top-2 margin for multiclass), the uncertainty rate, and the susceptibility
-score ``s = 1 - |2p - 1|`` used to rank samples before any pruning.
+small top-1/top-2 margin for multiclass), the uncertainty rate, per-group histograms of p
+(the distribution behind the rate), and the susceptibility score ``s = 1 - |2p - 1|`` used
+to rank samples before any pruning.
 
 No I/O, no devices, no printing.
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._validation import as_prob
+from ._validation import as_prob, check_positive_int
+from .calibration import _bin_index
+from .groups import _as_cells
 
 Band = tuple[float, float]
 
@@ -110,6 +113,40 @@ def margin_uncertain_mask(probs: ArrayLike, *, band: Band = (0.1, 0.9)) -> np.nd
     return (top2[:, 1] - top2[:, 0]) < (hi - lo)
 
 
+def probability_histogram(
+    prob: ArrayLike, *, cells: ArrayLike, n_cells: int, n_bins: int = 20
+) -> np.ndarray:
+    """Count probabilities per group cell in equal-width bins on [0, 1].
+
+    ``counts[c, b] = sum_i 1[cell_i = c] * 1[b/n_bins <= p_i < (b+1)/n_bins]``, the last bin
+    also holding ``p = 1`` (the binning of :func:`calibration_curve`). With the default 20
+    bins the default band's ends 0.1 and 0.9 are bin edges, so the uncertain samples are
+    exactly those in bins 2-17 (up to p landing exactly on an edge).
+
+    Parameters
+    ----------
+    prob : array-like of shape (N,)
+        Probabilities (the positive-class p, or the top-class p for multiclass).
+    cells : array-like of int, shape (N,)
+        Group cell code per sample, in ``[0, n_cells)`` (as :func:`encode_cells` returns).
+    n_cells : int
+        Number of cells; a cell without samples gets a row of zeros.
+    n_bins : int, default=20
+        Number of equal-width bins.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (n_cells, n_bins)
+        Each row sums to the cell's sample count.
+    """
+    p = as_prob(prob, name="prob", ndim=1)
+    n_cells = check_positive_int(n_cells, name="n_cells")
+    n_bins = check_positive_int(n_bins, name="n_bins")
+    c = _as_cells(cells, n=p.shape[0], n_cells=n_cells)
+    flat = np.bincount(c * n_bins + _bin_index(p, n_bins), minlength=n_cells * n_bins)
+    return flat.reshape(n_cells, n_bins).astype(np.int64)
+
+
 def susceptibility(prob: ArrayLike) -> np.ndarray:
     """Susceptibility of an output to change: ``s = 1 - |2p - 1|``.
 
@@ -160,6 +197,7 @@ def sample_susceptibility(probs: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 __all__ = [
     "margin_uncertain_mask",
+    "probability_histogram",
     "sample_susceptibility",
     "susceptibility",
     "uncertain_mask",
