@@ -573,6 +573,9 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             "susceptible": susceptible,
             "gallery": gallery,
             "calibration_curves": _calibration_curves(pop, dense_probs, levels, pruned_probs),
+            "uncertainty_histograms": _uncertainty_histograms(
+                pop, dense_probs, levels, pruned_probs, class_column=sel.target_columns[0]
+            ),
             "validation": validation,
             "gate": gate_result,
             "warnings": warnings,
@@ -813,6 +816,58 @@ def _calibration_curves(
             }
         out[t] = curves
     return out
+
+
+HISTOGRAM_BINS = 20
+
+
+def _uncertainty_histograms(
+    pop: criteria.Population,
+    dense_probs: np.ndarray,
+    levels: list[dict[str, Any]],
+    pruned_probs: list[np.ndarray],
+    *,
+    class_column: str,
+) -> dict[str, Any]:
+    """Counts of p per group cell in 20 equal-width bins, dense and per pruned level.
+
+    Binary/multilabel: one entry per target, of its positive-class p. Multiclass: one entry,
+    keyed by the class column, of the top-class p (the per-class columns would all share it).
+    """
+    multiclass = pop.task == "multiclass"
+    models = [("dense", dense_probs)] + [
+        (f"{lv['sparsity']:g}", p) for lv, p in zip(levels, pruned_probs, strict=True)
+    ]
+    outputs: list[tuple[str, Callable[[np.ndarray], np.ndarray]]]
+    if multiclass:
+        outputs = [(class_column, lambda probs: probs.max(axis=1))]
+    else:
+        outputs = [(t, lambda probs, a=a: probs[:, a]) for a, t in enumerate(pop.targets)]
+    by_output: dict[str, Any] = {}
+    for name, column in outputs:
+        by_key: dict[str, Any] = {}
+        for key in pop.keys:
+            counts = {
+                model: M.probability_histogram(
+                    column(probs), cells=key.cells, n_cells=key.n_cells, n_bins=HISTOGRAM_BINS
+                )
+                for model, probs in models
+            }
+            by_key[key.name] = [
+                {
+                    "value": value,
+                    "n": int(key.sizes[c]),
+                    "counts": {model: [int(x) for x in h[c]] for model, h in counts.items()},
+                }
+                for c, value in enumerate(key.values)
+            ]
+        by_output[name] = by_key
+    return {
+        "quantity": "top_class_probability" if multiclass else "probability",
+        "edges": [b / HISTOGRAM_BINS for b in range(HISTOGRAM_BINS + 1)],
+        "band": [float(x) for x in pop.band],
+        "targets": by_output,
+    }
 
 
 def _verdict(

@@ -127,6 +127,51 @@ def test_uncertainty_histograms_count_every_sample_of_every_group(audited) -> No
             assert e["counts"]["dense"] == expected.tolist()
 
 
+def test_multiclass_histograms_count_the_top_class_probability() -> None:
+    from audit import criteria
+    from audit.runner import _uncertainty_histograms
+
+    # 6 samples, 3 classes, two group attributes (so an intersection key too)
+    probs = np.array(
+        [
+            [0.96, 0.02, 0.02],  # top 0.96 -> bin 19
+            [0.30, 0.40, 0.30],  # top 0.40 -> bin 8
+            [0.10, 0.10, 0.80],  # top 0.80 -> bin 16
+            [0.50, 0.49, 0.01],  # top 0.50 -> bin 10
+            [0.34, 0.33, 0.33],  # top 0.34 -> bin 6
+            [0.00, 1.00, 0.00],  # top 1.00 -> bin 19 (the last bin holds p = 1)
+        ]
+    )
+    labels = np.eye(3, dtype=np.int8)[[0, 1, 2, 0, 1, 1]]
+    groups = np.array([[0, 1], [0, 0], [1, 1], [1, 0], [0, 1], [1, 1]])
+    pop = criteria.build_population(
+        ("cat", "dog", "eel"),
+        "multiclass",
+        labels,
+        groups,
+        ("g", "h"),
+        train_labels=labels,
+        train_groups=groups,
+        min_group_size=1,
+        band=(0.1, 0.9),
+    )
+    level = {"sparsity": 0.5}
+    hist = _uncertainty_histograms(pop, probs, [level], [probs[::-1]], class_column="animal")
+    assert hist["quantity"] == "top_class_probability"
+    assert list(hist["targets"]) == ["animal"]  # one entry, not one per class
+    by_key = hist["targets"]["animal"]
+    assert list(by_key) == ["g", "h", "g×h"]
+    g0, g1 = by_key["g"]
+    assert (g0["value"], g0["n"], g1["value"], g1["n"]) == ("0", 3, "1", 3)
+    assert [b for b, c in enumerate(g0["counts"]["dense"]) for _ in range(c)] == [6, 8, 19]
+    assert [b for b, c in enumerate(g1["counts"]["dense"]) for _ in range(c)] == [10, 16, 19]
+    for cells in by_key.values():
+        assert sum(c["n"] for c in cells) == 6
+        for c in cells:
+            assert set(c["counts"]) == {"dense", "0.5"}
+            assert all(sum(v) == c["n"] for v in c["counts"].values())
+
+
 def test_report_validates_against_schema(audited) -> None:
     from audit.report import validate_report
 

@@ -129,6 +129,26 @@ def test_calibration_curves_are_optional_but_typed(report: dict) -> None:
     validate_report(report)
 
 
+def test_uncertainty_histograms_are_optional_but_typed(report: dict) -> None:
+    bad = copy.deepcopy(report)
+    bad["uncertainty_histograms"]["targets"]["Smiling"]["Male"][1]["counts"]["0.9"][3] = -1
+    with pytest.raises(
+        ValueError,
+        match=r"uncertainty_histograms\.targets\.Smiling\.Male\[1\]\.counts\['0\.9'\]\[3\]: -1",
+    ):
+        validate_report(bad)
+    bad = copy.deepcopy(report)
+    del bad["uncertainty_histograms"]["targets"]["Smiling"]["Male"][0]["counts"]["dense"]
+    with pytest.raises(ValueError, match=r"'dense' is a required property"):
+        validate_report(bad)
+    bad = copy.deepcopy(report)
+    bad["uncertainty_histograms"]["quantity"] = "logit"
+    with pytest.raises(ValueError, match=r"uncertainty_histograms\.quantity: 'logit' is not one"):
+        validate_report(bad)
+    del report["uncertainty_histograms"]
+    validate_report(report)
+
+
 def test_numpy_scalars_validate_like_python_numbers(report: dict) -> None:
     report["inputs"]["n_samples"] = np.int64(2000)
     report["dense"]["default"]["Smiling"]["overall"]["accuracy"] = np.float32(0.5)
