@@ -119,6 +119,10 @@ def test_version_and_report_rerender(tiny_audit_inputs, tmp_path: Path) -> None:
         app, ["report", str(tmp_path / "a" / "report.json"), "--out", str(tmp_path / "b")]
     )
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "b" / "report.html").read_text().startswith("<!")
+    html = (tmp_path / "b" / "report.html").read_text()
+    assert html.startswith("<!")
+    # the per-group histograms are redrawn from report.json alone
+    assert html.count('data-plot="histogram|') == 3 * 2
+    assert 'data-plot="histogram|red|tinted|0"' in html
     (tmp_path / "bad.json").write_text("{}")
     assert runner.invoke(app, ["report", str(tmp_path / "bad.json")]).exit_code == 3

@@ -137,6 +137,9 @@ def test_every_plot_and_thumbnail_is_in_the_dom(selftest: tuple[str, str], repor
                 for rate in ("fnr", "fpr", "accuracy")
             }
     expected |= {f"calibration|{t}" for t in report["calibration_curves"]}
+    for target, by_key in report["uncertainty_histograms"]["targets"].items():
+        for group, cells in by_key.items():
+            expected |= {f"histogram|{target}|{group}|{c['value']}" for c in cells}
     assert sorted(plots) == sorted(expected)
     images = [a["src"] for t, a in tags if t == "img"]
     # the gallery orders cards by outcome row, so compare as multisets

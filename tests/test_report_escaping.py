@@ -57,6 +57,9 @@ def test_html_escapes_every_data_string(evil: dict) -> None:
     # the evil target reached the SVG plots (titles, data-plot keys) escaped as well
     svg_titles = re.findall(r"<svg [^>]*data-plot=\"metric\|default\|([^|\"]*)\|", html)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in svg_titles
+    # …and the per-group histograms, keyed by target, group attribute and value
+    evil_target = "&lt;script&gt;alert(1)&lt;/script&gt;|*x*"
+    assert f'data-plot="histogram|{evil_target}|G[1](javascript:x)#_`|0"' in html
     # only the two trusted inline scripts exist
     assert len(re.findall(r"<script\b", html)) == 2
 

@@ -36,6 +36,9 @@ def expected_plot_keys(report: dict) -> set[str]:
                     for rate in ("fnr", "fpr", "accuracy"):
                         keys.add(f"metric|{mode}|{target}|{group}|{rate}")
     keys |= {f"calibration|{t}" for t in report.get("calibration_curves", {})}
+    for target, by_key in report.get("uncertainty_histograms", {}).get("targets", {}).items():
+        for group, cells in by_key.items():
+            keys |= {f"histogram|{target}|{group}|{c['value']}" for c in cells}
     return keys
 
 
@@ -103,7 +106,8 @@ def test_ci_band_is_dense_gap_plus_delta_ci(html: str, report: dict) -> None:
 
 def test_uncertainty_bars_are_labelled_as_rates(html: str, report: dict) -> None:
     section = html.split('id="uncertainty"')[1].split("</section>")[0]
-    assert "not histograms of p" in section and "sparsity 0.95" in section
+    assert "uncertainty rates" in section and "sparsity 0.95" in section
+    assert "the histograms below show the whole distribution of p" in section
     rate = report["dense"]["default"]["Smiling"]["by_group"]["Young"]["cells"][0][
         "uncertainty_rate"
     ]
@@ -187,3 +191,115 @@ def test_forecast_only_report_renders_without_validation(report: dict) -> None:
     assert found == expected_plot_keys(report)
     assert "not validated (forecast only)" in html
     assert 'id="grading"' not in html
+
+
+def _svg(html: str, key: str) -> str:
+    return html.split(f'data-plot="{key}"')[1].split("</svg>")[0]
+
+
+_BIN_TIP = re.compile(r"<title>p in \[([0-9.]+), ([0-9.]+)[)\]]: ([^<]*)</title>")
+
+
+def _bin_counts(svg: str) -> dict[str, list[int]]:
+    """Counts per model read back from the per-bin tooltips of a histogram panel."""
+    out: dict[str, list[int]] = {}
+    for _, _, listing in _BIN_TIP.findall(svg):
+        for part in listing.split("; "):
+            model, count = part.rsplit(" ", 1)
+            out.setdefault(model, []).append(int(count))
+    return out
+
+
+def test_histograms_have_one_panel_per_group_value_summing_to_its_size(
+    html: str, report: dict
+) -> None:
+    hist = report["uncertainty_histograms"]
+    section = html.split('id="histograms"')[1].split("</section>")[0]
+    panels = re.findall(r'data-plot="histogram\|([^|"]+)\|([^|"]+)\|([^"]+)"', section)
+    expected = [
+        (target, group, cell["value"])
+        for target, block in report["dense"]["default"].items()
+        for group, entry in block["by_group"].items()
+        for cell in entry["cells"]
+    ]
+    assert sorted(panels) == sorted(expected)  # one panel per group value, none extra
+    levels = [str(lv["sparsity"]) for lv in report["validation"]["levels"]]
+    for target, group, value in expected:
+        cell = next(
+            c
+            for c in report["dense"]["default"][target]["by_group"][group]["cells"]
+            if c["value"] == value
+        )
+        svg = _svg(section, f"histogram|{target}|{group}|{value}")
+        counts = _bin_counts(svg)
+        assert set(counts) == {"dense"} | {f"sparsity {s}" for s in levels}
+        for model, per_bin in counts.items():
+            assert len(per_bin) == len(hist["edges"]) - 1
+            assert sum(per_bin) == cell["n"], (target, group, value, model)
+        # the drawn numbers are the report's
+        stored = next(c for c in hist["targets"][target][group] if c["value"] == value)
+        assert counts["dense"] == stored["counts"]["dense"]
+        assert "uncertainty band (0.1, 0.9)" in svg and svg.count('class="band"') == 1
+
+
+def test_histogram_shows_the_graded_level_and_offers_every_level(html: str, report: dict) -> None:
+    graded = report["validation"]["forecast_agreement"]["sparsity"]
+    select = html.split('<select id="hist-level">')[1].split("</select>")[0]
+    options = re.findall(r'<option value="([^"]+)"( selected)?>', select)
+    assert options == [
+        (str(lv["sparsity"]), " selected" if lv["sparsity"] == graded else "")
+        for lv in report["validation"]["levels"]
+    ]
+    svg = _svg(html, "histogram|Blond_Hair|Male|0")
+    layers = re.findall(r'<g class="hist-level( off)?" data-level="([^"]+)">', svg)
+    assert [level for off, level in layers if not off] == [str(graded)]
+    assert len(layers) == len(report["validation"]["levels"])
+
+
+def test_report_without_histograms_still_renders(report: dict) -> None:
+    del report["uncertainty_histograms"]
+    html = render_html(report)
+    assert 'data-plot="histogram|' not in html and 'id="hist-level"' not in html
+    assert "not histograms of p" in html
+    assert set(re.findall(r'data-plot="([^"]+)"', html)) == expected_plot_keys(report)
+
+
+def test_cli_rerenders_histograms_and_old_reports_without_them(
+    report: dict, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+
+    old = dict(report)
+    del old["uncertainty_histograms"]
+    for name, data in (("new", report), ("old", old)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(data), encoding="utf-8")
+        res = CliRunner().invoke(
+            app, ["report", str(tmp_path / name / "report.json"), "--format", "html"]
+        )
+        assert res.exit_code == 0, res.output
+    new_html = (tmp_path / "new" / "report.html").read_text(encoding="utf-8")
+    old_html = (tmp_path / "old" / "report.html").read_text(encoding="utf-8")
+    assert set(re.findall(r'data-plot="([^"]+)"', new_html)) == expected_plot_keys(report)
+    assert set(re.findall(r'data-plot="([^"]+)"', old_html)) == expected_plot_keys(old)
+    assert 'data-plot="histogram|' not in old_html
+
+
+def test_forecast_only_histograms_have_no_level_selector(report: dict) -> None:
+    report["validation"] = None
+    for by_key in report["uncertainty_histograms"]["targets"].values():
+        for cells in by_key.values():
+            for cell in cells:
+                cell["counts"] = {"dense": cell["counts"]["dense"]}
+    html = render_html(report)
+    assert (
+        'id="hist-level"' not in html
+        and "hist-level" not in html.split("<body>")[1].split("<script>")[0]
+    )
+    assert sum(
+        len(cells)
+        for by_key in report["uncertainty_histograms"]["targets"].values()
+        for cells in by_key.values()
+    ) == html.count('data-plot="histogram|')

@@ -371,10 +371,108 @@ def _uncertainty_plots(report: Mapping[str, Any]) -> tuple[list[PlotGroup], str 
     note = (
         f"Bars are the per-group uncertainty rates recorded in the report (share of samples "
         f"whose p lies in the band ({band[0]}, {band[1]})), dense vs "
-        f"{label_top if top is not None else 'no pruned model (not validated)'}; the report "
-        "holds no per-sample probabilities, so these are rates, not histograms of p."
+        f"{label_top if top is not None else 'no pruned model (not validated)'}"
     )
+    if isinstance(report.get("uncertainty_histograms"), Mapping):
+        note += "; the histograms below show the whole distribution of p behind each rate."
+    else:
+        note += (
+            "; this report.json has no uncertainty_histograms (it predates them), so these "
+            "are rates, not histograms of p."
+        )
     return out, note
+
+
+def _histogram_plots(
+    report: Mapping[str, Any],
+) -> tuple[list[PlotGroup], list[dict[str, Any]], str]:
+    """Histogram panels (one per target × group key × value), the level choices, a note.
+
+    The pruned level drawn without a script is the one the forecast was graded at (the
+    policy's target sparsity), else the highest; the page's selector switches it.
+    """
+    hist = report.get("uncertainty_histograms")
+    if not isinstance(hist, Mapping) or not isinstance(hist.get("targets"), Mapping):
+        return [], [], ""
+    edges = [float(e) for e in hist.get("edges") or [] if is_number(e)]
+    if len(edges) < 2:
+        return [], [], ""
+    raw_band = hist.get("band")
+    band = (
+        (float(raw_band[0]), float(raw_band[1]))
+        if isinstance(raw_band, list) and len(raw_band) == 2 and all(map(is_number, raw_band))
+        else None
+    )
+    multiclass = hist.get("quantity") == "top_class_probability"
+    by_target = hist["targets"]
+    cells = [
+        cell
+        for by_key in by_target.values()
+        if isinstance(by_key, Mapping)
+        for entries in by_key.values()
+        if isinstance(entries, list)
+        for cell in entries
+        if isinstance(cell, Mapping) and isinstance(cell.get("counts"), Mapping)
+    ]
+    level_keys = sorted(
+        {k for cell in cells for k in cell["counts"] if k != "dense"}, key=_float_or_inf
+    )
+    graded = get(report, "validation", "forecast_agreement", "sparsity")
+    shown = next((k for k in level_keys if _same_sparsity(graded, k)), None)
+    if shown is None and level_keys:
+        shown = level_keys[-1]
+    choices = [{"key": k, "label": f"sparsity {k}", "selected": k == shown} for k in level_keys]
+    order = [t for t in _targets(report) if t in by_target]
+    order += [t for t in by_target if t not in order]
+    groups: list[PlotGroup] = []
+    for target in order:
+        by_key = by_target.get(target)
+        if not isinstance(by_key, Mapping):
+            continue
+        for gk, entries in by_key.items():
+            pg = PlotGroup(f"{target} × {gk}")
+            for cell in entries if isinstance(entries, list) else []:
+                if not isinstance(cell, Mapping) or not isinstance(cell.get("counts"), Mapping):
+                    continue
+                counts = cell["counts"]
+                value, n = str(cell.get("value")), cell.get("n")
+                chart = svg.histogram_chart(
+                    title=f"{target}: {gk}={value} (n={fmt_num(n)})",
+                    key=f"histogram|{target}|{gk}|{value}",
+                    edges=edges,
+                    base=svg.Histogram("dense", _counts(counts.get("dense"))),
+                    overlays=[
+                        svg.Histogram(f"sparsity {k}", _counts(counts.get(k)), k)
+                        for k in level_keys
+                        if k in counts
+                    ],
+                    shown=shown,
+                    band=band,
+                    x_label="top-class probability" if multiclass else f"p({target})",
+                )
+                pg.plots.append(Plot(chart))
+            if pg.plots:
+                groups.append(pg)
+    what = "the top-class probability" if multiclass else "each target's probability p"
+    parts = [
+        f"Counts of {what} in {len(edges) - 1} equal-width bins, one panel per group value; "
+        "the dense model as bars"
+        + (", a pruned model (chosen above) as an outline." if level_keys else ".")
+    ]
+    if band:
+        parts.append(f"The shaded band ({band[0]:g}, {band[1]:g}) holds the uncertain samples.")
+    parts.append("Hover a bin for every model's count.")
+    note = " ".join(parts)
+    if multiclass:
+        note += (
+            " For multiclass models uncertainty is a small top-1 − top-2 margin; the band "
+            "matches it exactly only for two classes."
+        )
+    return groups, choices, note
+
+
+def _counts(values: Any) -> list[int]:
+    return [int(v) for v in values if is_number(v)] if isinstance(values, list) else []
 
 
 def _calibration_plots(report: Mapping[str, Any]) -> list[Plot]:
@@ -870,7 +968,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     Parameters
     ----------
     report : Mapping
-        The report dict (docs/report-json.md); ``calibration_curves`` is drawn when present.
+        The report dict (docs/report-json.md); ``calibration_curves`` and
+        ``uncertainty_histograms`` are drawn when present.
 
     Returns
     -------
@@ -890,6 +989,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     gallery, top_cards, susceptible = _gallery(plain)
     forecast_pairs, agreement, agreement_summary = _forecast(plain)
     uncertainty, uncertainty_note = _uncertainty_plots(plain)
+    histograms, histogram_levels, histogram_note = _histogram_plots(plain)
     validated = isinstance(plain.get("validation"), Mapping)
     context = {
         "report": plain,
@@ -911,6 +1011,9 @@ def render_html(report: Mapping[str, Any]) -> str:
         "metric_plots_calibrated": _metric_plots(plain, "calibrated"),
         "uncertainty": uncertainty,
         "uncertainty_note": uncertainty_note,
+        "histograms": histograms,
+        "histogram_levels": histogram_levels,
+        "histogram_note": histogram_note,
         "calibration": _calibration_plots(plain),
         "gallery": gallery,
         "top_cards": top_cards,

@@ -1,7 +1,8 @@
 """Hand-built inline SVG charts for the HTML report (no plotting library, no network).
 
-Owns: geometry and drawing of three chart kinds -- lines over an ordinal x axis with an
-optional shaded band, grouped bars, and a reliability diagram. Must not: read the report
+Owns: geometry and drawing of four chart kinds -- lines over an ordinal x axis with an
+optional shaded band, grouped bars, a reliability diagram, and a histogram of p with one
+switchable overlay per pruned level. Must not: read the report
 dict or compute a metric; callers pass the numbers to draw. Every string that reaches the
 SVG (titles, legend entries, tooltips) is escaped here, and the result is returned as
 ``markupsafe.Markup`` only after escaping.
@@ -58,6 +59,15 @@ class Band:
     centre: Sequence[float | None]
     lower: Sequence[float | None]
     upper: Sequence[float | None]
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts per bin of one model; ``level`` tags an overlay for the page's level selector."""
+
+    label: str
+    counts: Sequence[int]
+    level: str = ""
 
 
 @dataclass(frozen=True)
@@ -208,15 +218,20 @@ class _Canvas:
     def sy(self, v: float, lo: float, hi: float) -> float:
         return self.y0 - (v - lo) / (hi - lo) * (self.y0 - self.y1)
 
-    def legend(self, entries: Sequence[tuple[str, str, str, str]]) -> None:
-        """Entries: (label, colour, dash, kind) with kind 'line', 'band' or 'bar'."""
-        for i, (label, colour, dash, kind) in enumerate(entries):
+    def legend(self, entries: Sequence[tuple[str, str, str, str]], *, first_row: int = 0) -> None:
+        """Entries: (label, colour, dash, kind) with kind 'line', 'band', 'area' or 'bar'."""
+        for i, (label, colour, dash, kind) in enumerate(entries, start=first_row):
             y = _H + 4 + i * _LEGEND_LINE
             if kind == "band":
                 sw = (
                     f'<rect x="{_LEFT}" y="{y - 5}" width="22" height="10" fill="{BAND_FILL}" '
                     f'fill-opacity="0.3"/><line x1="{_LEFT}" x2="{_LEFT + 22}" y1="{y}" '
                     f'y2="{y}" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/>'
+                )
+            elif kind == "area":
+                sw = (
+                    f'<rect x="{_LEFT}" y="{y - 5}" width="22" height="10" fill="{colour}" '
+                    f'fill-opacity="0.3"/>'
                 )
             elif kind == "bar":
                 sw = f'<rect x="{_LEFT + 5}" y="{y - 5}" width="12" height="10" fill="{colour}"/>'
@@ -469,4 +484,118 @@ def reliability_chart(*, title: str, key: str, curves: Sequence[Curve]) -> Marku
         [(cv.label, cv.colour, cv.dash, "line") for cv in curves]
         + [("perfect calibration", BAND_FILL, "3 3", "line")]
     )
+    return c.close()
+
+
+def histogram_chart(
+    *,
+    title: str,
+    key: str,
+    edges: Sequence[float],
+    base: Histogram,
+    overlays: Sequence[Histogram] = (),
+    shown: str | None = None,
+    band: tuple[float, float] | None = None,
+    x_label: str = "p",
+) -> Markup:
+    """Draw counts per bin as bars, with each overlay as a step outline over them.
+
+    Every overlay is drawn inside ``<g class="hist-level" data-level="...">`` together with
+    its legend entry; all but ``shown`` also carry the class ``off`` (hidden by the page's
+    stylesheet), so a page script can switch which overlay is visible without redrawing.
+
+    Parameters
+    ----------
+    title : str
+        Chart title (escaped).
+    key : str
+        Stable identifier written to ``data-plot`` (escaped).
+    edges : sequence of float
+        Bin edges, one more than the counts; the x axis spans ``edges[0]..edges[-1]``.
+    base : Histogram
+        Drawn as filled bars (the dense model).
+    overlays : sequence of Histogram
+        Drawn as step outlines, one visible at a time (the pruned levels).
+    shown : str or None
+        ``level`` of the overlay visible without a script; None shows the first.
+    band : (float, float) or None
+        A shaded x interval (the uncertainty band).
+    x_label : str
+        X-axis label (escaped).
+
+    Returns
+    -------
+    Markup
+        The ``<svg>`` element; every bin has a tooltip listing all models' counts.
+    """
+    n_bins = len(edges) - 1
+    rows = ["base"] + (["overlay"] if overlays else []) + (["band"] if band else [])
+    c = _Canvas(title, rows, key, "hist-chart")
+    c.open()
+    values = [float(v) for h in (base, *overlays) for v in h.counts]
+    lo, hi, step_y = _nice_range(values)
+    if step_y < 1:  # counts: no fractional ticks
+        step_y, hi = 1.0, float(max(math.ceil(hi), 1))
+    c.y_axis(lo, hi, step_y, "samples")
+    e0, e1 = float(edges[0]), float(edges[-1])
+
+    def sx(v: float) -> float:
+        return c.x0 + (v - e0) / (e1 - e0) * (c.x1 - c.x0)
+
+    for t in _ticks(e0, e1, 0.25):
+        c.parts.append(
+            f'<text class="tick" x="{sx(t):.1f}" y="{c.y0 + 14}" text-anchor="middle">'
+            f"{_fmt_tick(t)}</text>"
+        )
+    c.x_label(x_label)
+    band_label = ""
+    if band:
+        band_label = f"uncertainty band ({_fmt_tick(band[0])}, {_fmt_tick(band[1])})"
+        c.parts.append(
+            f'<rect class="band" x="{sx(band[0]):.1f}" y="{c.y1}" '
+            f'width="{sx(band[1]) - sx(band[0]):.1f}" height="{c.y0 - c.y1}" '
+            f'fill="{BAND_FILL}" fill-opacity="0.15"><title>{escape(band_label)}</title></rect>'
+        )
+    colour = PALETTE[0]
+    for b in range(n_bins):
+        v = base.counts[b] if b < len(base.counts) else 0
+        if v > 0:
+            y = c.sy(float(v), lo, hi)
+            c.parts.append(
+                f'<rect class="bar" x="{sx(edges[b]) + 0.5:.1f}" y="{y:.1f}" '
+                f'width="{max(sx(edges[b + 1]) - sx(edges[b]) - 1, 0.5):.1f}" '
+                f'height="{c.y0 - y:.1f}" fill="{colour}" fill-opacity="0.6"/>'
+            )
+    visible = shown if any(o.level == shown for o in overlays) else None
+    # One colour for every overlay (only one is visible at a time), the pruned colour of the
+    # other uncertainty charts; the legend names the level.
+    ocolour, dash = PALETTE[1], ""
+    for i, ov in enumerate(overlays):
+        off = (ov.level != visible) if visible is not None else i > 0
+        pts = [(sx(edges[0]), float(c.y0))]
+        for b in range(n_bins):
+            y = c.sy(float(ov.counts[b] if b < len(ov.counts) else 0), lo, hi)
+            pts += [(sx(edges[b]), y), (sx(edges[b + 1]), y)]
+        pts.append((sx(edges[-1]), float(c.y0)))
+        c.parts.append(
+            f'<g class="hist-level{" off" if off else ""}" data-level="{escape(ov.level)}">'
+            f'<polyline points="{_path(pts)}" fill="none" stroke="{ocolour}" '
+            f'stroke-width="2" stroke-dasharray="{dash}"/>'
+        )
+        c.legend([(ov.label, ocolour, dash, "line")], first_row=1)
+        c.parts.append("</g>")
+    for b in range(n_bins):
+        tip = f"p in [{edges[b]:.2f}, {edges[b + 1]:.2f}{']' if b == n_bins - 1 else ')'}: " + (
+            "; ".join(
+                f"{h.label} {h.counts[b] if b < len(h.counts) else 0}" for h in (base, *overlays)
+            )
+        )
+        c.parts.append(
+            f'<rect class="hit" x="{sx(edges[b]):.1f}" y="{c.y1}" '
+            f'width="{sx(edges[b + 1]) - sx(edges[b]):.1f}" height="{c.y0 - c.y1}" '
+            f'fill="#ffffff" fill-opacity="0"><title>{escape(tip)}</title></rect>'
+        )
+    c.legend([(base.label, colour, "", "bar")])
+    if band:
+        c.legend([(band_label, BAND_FILL, "", "area")], first_row=len(rows) - 1)
     return c.close()

@@ -55,8 +55,28 @@
     return Array.prototype.map.call(table.tBodies[0].rows, function (r) { return cellKey(r, col); });
   }
 
+  // The histogram level selector: every histogram shows the chosen pruned level's outline.
+  function showLevel(level) {
+    var layers = document.querySelectorAll("svg.plot g.hist-level");
+    Array.prototype.forEach.call(layers, function (g) {
+      g.classList.toggle("off", g.getAttribute("data-level") !== level);
+    });
+  }
+
+  function visibleLevels() {
+    var seen = {};
+    Array.prototype.forEach.call(document.querySelectorAll("svg.plot g.hist-level"), function (g) {
+      if (g.getBoundingClientRect().width > 0) {
+        var level = g.getAttribute("data-level");
+        seen[level] = (seen[level] || 0) + 1;
+      }
+    });
+    return seen;
+  }
+
   // Test-only: with #selftest in the URL, sort every table by its first column (ascending,
-  // then descending) and by its first numeric column, and record the resulting orders.
+  // then descending) and by its first numeric column, and record the resulting orders; then
+  // pick the last histogram level and record which levels are drawn (level -> panels).
   function selftest(tables) {
     Array.prototype.forEach.call(tables, function (table) {
       if (!table.tHead || !table.tBodies[0]) return;
@@ -72,6 +92,14 @@
         table.setAttribute("data-selftest-num", JSON.stringify(columnKeys(table, num.cellIndex)));
       }
     });
+    var select = document.getElementById("hist-level");
+    if (select && select.options.length) {
+      var last = select.options[select.options.length - 1].value;
+      select.value = last;
+      select.dispatchEvent(new Event("change"));
+      document.body.setAttribute("data-selftest-level", last);
+      document.body.setAttribute("data-selftest-visible", JSON.stringify(visibleLevels()));
+    }
     document.body.setAttribute("data-selftest", "done");
   }
 
@@ -89,6 +117,12 @@
         });
       });
     });
+    var levels = document.getElementById("hist-level");
+    if (levels) {
+      levels.addEventListener("change", function () { showLevel(levels.value); });
+      // a reload may restore an earlier choice in the form control: follow it
+      showLevel(levels.value);
+    }
     if (window.location.hash === "#selftest") selftest(tables);
   } catch (err) {
     errors.push("report.js: " + String(err));
