@@ -90,3 +90,22 @@ def tiny_audit_inputs(
         preprocess={"image_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3},
     )
     return ckpt, root, model
+
+
+@pytest.fixture(scope="session")
+def demo_report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reports of ``prune-audit demo``, run once per test session through the CLI.
+
+    The demo's data and model come from the user cache (``audit.demo.default_cache_dir()``,
+    which ``PRUNE_AUDIT_CACHE`` overrides; ``prepare_demo()`` in other tests shares it), so
+    only the first run on a machine trains the model (~30 s on 2 busy cores); the audit itself
+    takes a few seconds.
+    """
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+
+    out = tmp_path_factory.mktemp("demo") / "report"
+    res = CliRunner().invoke(app, ["demo", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    return out

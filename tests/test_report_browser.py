@@ -1,9 +1,14 @@
-"""Open report.html in headless Chromium with the network cut off and check it works.
+"""Open the demo's real report.html in headless Chromium with the network cut off.
 
-Skipped when Chromium is missing (``bash .ci/install-chromium.sh`` installs it). The page's
-own test hooks are used: ``body[data-ready]``/``body[data-errors]`` (script errors, failed
-resources and CSP-blocked requests) and, with ``#selftest`` in the URL, the recorded row
-orders after clicking table headers.
+The page is the one ``prune-audit demo`` writes (run once per session by the
+``demo_report_dir`` fixture in conftest.py), so every plot and thumbnail the pipeline
+produces is checked, not a hand-made fixture. Skipped when Chromium is missing
+(``bash .ci/install-chromium.sh`` installs it). The page's own test hooks are used:
+``body[data-ready]``/``body[data-errors]`` (script errors, failed resources and CSP-blocked
+requests) and, with ``#selftest`` in the URL, the recorded row orders after clicking table
+headers, the histogram level shown after using its selector, and the rendered size of every
+plot and image once the page has loaded. A screenshot of the top of the report is written to
+``reports/browser-test/report-top.png`` (``reports/`` is git-ignored) and its path printed.
 """
 
 from __future__ import annotations
@@ -20,9 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit.report import render_html
-
-FIXTURE = Path(__file__).parent / "fixtures" / "report_example.json"
+SCREENSHOT = Path(__file__).resolve().parents[1] / "reports" / "browser-test" / "report-top.png"
 CHROMIUM = shutil.which("chromium") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 )
@@ -88,8 +91,8 @@ def _page_errors(stderr: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def report() -> dict:
-    return json.loads(FIXTURE.read_text(encoding="utf-8"))
+def report(demo_report_dir: Path) -> dict:
+    return json.loads((demo_report_dir / "report.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +101,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(report: dict, workdir: Path) -> Path:
-    path = workdir / "report.html"
-    path.write_text(render_html(report), encoding="utf-8")
-    return path
+def page(demo_report_dir: Path) -> Path:
+    return demo_report_dir / "report.html"
 
 
 @pytest.fixture(scope="module")
@@ -124,27 +125,62 @@ def test_page_runs_without_errors(selftest: tuple[str, str]) -> None:
     assert _page_errors(stderr) == []
 
 
-def test_every_plot_and_thumbnail_is_in_the_dom(selftest: tuple[str, str], report: dict) -> None:
-    tags = _tags(selftest[0])
-    plots = [a["data-plot"] for t, a in tags if t == "svg" and "plot" in a.get("class", "")]
+def _expected_plots(report: dict) -> set[str]:
+    """Every chart report.json calls for (counted from the JSON, not from the renderer)."""
     expected = set()
     for target, block in report["dense"]["default"].items():
         for group in block["by_group"]:
             expected.add(f"uncertainty|{target}|{group}")
-            expected |= {
-                f"metric|{mode}|{target}|{group}|{rate}"
-                for mode in ("default", "calibrated")
-                for rate in ("fnr", "fpr", "accuracy")
-            }
+            if report["validation"] is not None:
+                expected |= {
+                    f"metric|{mode}|{target}|{group}|{rate}"
+                    for mode in ("default", "calibrated")
+                    for rate in ("fnr", "fpr", "accuracy")
+                }
     expected |= {f"calibration|{t}" for t in report["calibration_curves"]}
     for target, by_key in report["uncertainty_histograms"]["targets"].items():
         for group, cells in by_key.items():
             expected |= {f"histogram|{target}|{group}|{c['value']}" for c in cells}
+    return expected
+
+
+def _size(attrs: dict[str, str], name: str) -> tuple[int, int]:
+    w, h = attrs[name].split("x")
+    return int(w), int(h)
+
+
+def test_every_plot_and_thumbnail_is_rendered(selftest: tuple[str, str], report: dict) -> None:
+    tags = _tags(selftest[0])
+    plots = {a["data-plot"]: a for t, a in tags if t == "svg" and "plot" in a.get("class", "")}
+    expected = _expected_plots(report)
+    n_levels = len(report["validation"]["levels"])
+    targets, groups = report["inputs"]["targets"], report["inputs"]["groups"]
+    # the demo: 3 targets × 1 group of 2 values, validated at several sparsities
+    assert n_levels >= 2 and len(targets) == 3 and groups == ["Textured"]
+    assert sum(k.startswith("histogram|") for k in expected) == len(targets) * 2
     assert sorted(plots) == sorted(expected)
-    images = [a["src"] for t, a in tags if t == "img"]
+    for key, attrs in plots.items():
+        w, h = _size(attrs, "data-selftest-size")
+        assert w > 100 and h > 100, (key, w, h)  # laid out, not collapsed
+    images = [a for t, a in tags if t == "img"]
     # the gallery orders cards by outcome row, so compare as multisets
     items = report["susceptible"] + report.get("gallery", [])
-    assert sorted(images) == sorted(s["thumbnail"] for s in items if s["thumbnail"])
+    thumbnails = [s["thumbnail"] for s in items if s["thumbnail"]]
+    assert len(thumbnails) == len(items) > 0  # the pipeline gives every sample a thumbnail
+    assert sorted(a["src"] for a in images) == sorted(thumbnails)
+    for attrs in images:
+        assert min(_size(attrs, "data-selftest-size")) > 0, attrs["alt"]
+        # decoded: the inline PNG is a real image (the runner writes 64 × 64 thumbnails)
+        assert _size(attrs, "data-selftest-natural") == (64, 64), attrs["alt"]
+
+
+def test_histogram_selector_switches_every_panel(selftest: tuple[str, str], report: dict) -> None:
+    body = _body(selftest[0])
+    last = f"{report['validation']['levels'][-1]['sparsity']:g}"
+    assert body["data-selftest-level"] == last
+    n_panels = sum(k.startswith("histogram|") for k in _expected_plots(report))
+    # after choosing the last level, every panel draws that level's outline and no other
+    assert json.loads(body["data-selftest-visible"]) == {last: n_panels}
 
 
 _NUMBER = re.compile(r"^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)(e[-+]?[0-9]+)?$", re.I)
@@ -214,13 +250,24 @@ def test_hooks_report_blocked_requests_and_scripts(page: Path, workdir: Path) ->
     assert any("script-src" in e for e in errors), errors
 
 
-def test_screenshot(page: Path, workdir: Path) -> None:
-    shot = workdir / "report.png"
-    done = _chromium(workdir, f"--screenshot={shot}", "--window-size=1280,1600", page.as_uri())
+def test_screenshot_of_the_top_of_the_report(
+    page: Path, workdir: Path, report: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    SCREENSHOT.unlink(missing_ok=True)
+    done = _chromium(
+        workdir, f"--screenshot={SCREENSHOT}", "--window-size=1280,1000", page.as_uri()
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    print(f"screenshot: {shot}")
-    with Image.open(shot) as img:
-        assert img.size == (1280, 1600)
-        # not a blank page: the verdict banner's colour is there
-        pixels = np.asarray(img.convert("RGB").resize((64, 80))).reshape(-1, 3)
-        assert len(np.unique(pixels, axis=0)) > 20
+    with capsys.disabled():
+        print(f"\nscreenshot of the demo report's top: {SCREENSHOT}")
+    with Image.open(SCREENSHOT) as img:
+        assert img.size == (1280, 1000)
+        rgb = np.asarray(img.convert("RGB"))
+    # the verdict banner comes first, in the colour of the verdict (report.css --pass/--fail)
+    colour = (0x00, 0x72, 0xB2) if report["verdict"]["passed"] else (0xD5, 0x5E, 0x00)
+    corner = rgb[:12, :12].reshape(-1, 3)
+    assert np.abs(corner.astype(int) - colour).max() <= 3, corner[0]
+    # not a blank page below it
+    pixels = np.asarray(Image.fromarray(rgb).resize((64, 50))).reshape(-1, 3)
+    assert len(np.unique(pixels, axis=0)) > 20

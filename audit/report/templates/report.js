@@ -74,9 +74,31 @@
     return seen;
   }
 
+  // Test-only: once the page has loaded (inline images decoded), open every <details> so
+  // that collapsed plots are laid out too, and record the rendered size of every plot and
+  // image and the decoded size of every image.
+  function measure() {
+    try {
+      Array.prototype.forEach.call(document.querySelectorAll("details"), function (d) {
+        d.open = true;
+      });
+      Array.prototype.forEach.call(document.querySelectorAll("svg.plot, img"), function (el) {
+        var r = el.getBoundingClientRect();
+        el.setAttribute("data-selftest-size", Math.round(r.width) + "x" + Math.round(r.height));
+        if (el.tagName.toLowerCase() === "img") {
+          el.setAttribute("data-selftest-natural", el.naturalWidth + "x" + el.naturalHeight);
+        }
+      });
+    } catch (err) {
+      errors.push("report.js selftest: " + String(err));
+    }
+    document.body.setAttribute("data-selftest", "done");
+  }
+
   // Test-only: with #selftest in the URL, sort every table by its first column (ascending,
   // then descending) and by its first numeric column, and record the resulting orders; then
-  // pick the last histogram level and record which levels are drawn (level -> panels).
+  // pick the last histogram level and record which levels are drawn (level -> panels); then
+  // measure the page on load.
   function selftest(tables) {
     Array.prototype.forEach.call(tables, function (table) {
       if (!table.tHead || !table.tBodies[0]) return;
@@ -100,7 +122,8 @@
       document.body.setAttribute("data-selftest-level", last);
       document.body.setAttribute("data-selftest-visible", JSON.stringify(visibleLevels()));
     }
-    document.body.setAttribute("data-selftest", "done");
+    if (document.readyState === "complete") measure();
+    else window.addEventListener("load", measure);
   }
 
   try {
