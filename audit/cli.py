@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -99,7 +100,8 @@ def _floats(text: str | None, flag: str, n: int | None = None) -> tuple[float, .
 
 def _fail(exc: BaseException) -> typer.Exit:
     if isinstance(exc, AuditError):
-        err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
+        # Messages quote file names and cell values, which may contain rich markup brackets.
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", soft_wrap=True)
         return typer.Exit(exc.exit_code)
     err.print(
         "[bold red]internal error[/bold red] (a bug in prune-audit, not in your inputs; please "
@@ -109,27 +111,47 @@ def _fail(exc: BaseException) -> typer.Exit:
     return typer.Exit(EXIT_INTERNAL)
 
 
+def _warn(report: dict[str, Any]) -> None:
+    """Print the report's warnings on stderr (small groups, skipped images, ...).
+
+    Parameters
+    ----------
+    report : dict
+        The report data; its ``warnings`` list is printed one line each, even with
+        ``--quiet``, which silences progress only.
+    """
+    for message in report.get("warnings") or ():
+        err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", soft_wrap=True)
+
+
 def _summary(result: Any, console: Console) -> None:
     rep = result.report
     verdict = rep["verdict"]
     mark = "[bold green]PASSED[/bold green]" if verdict["passed"] else "[bold red]FAILED[/bold red]"
-    console.print(f"{mark} {verdict['headline']}")
+    # Headlines and failures quote column names from the data: no markup.
+    console.print(f"{mark} {escape(verdict['headline'])}")
     console.print(f"forecast risk: {verdict['forecast']}")
     for failure in rep["gate"]["failures"][:10]:
-        console.print(f"  ✗ {failure}")
+        console.print(f"  ✗ {escape(failure)}")
     if len(rep["gate"]["failures"]) > 10:
         console.print(f"  … and {len(rep['gate']['failures']) - 10} more (see report.md)")
     for f in result.files:
-        console.print(f"wrote {f}")
+        console.print(f"wrote {escape(str(f))}")
 
 
 @app.command()
 def check(
     model: Annotated[
-        Path, typer.Argument(help="Dense checkpoint (prune-audit, state_dict, TorchScript, .pt2).")
+        Path,
+        typer.Argument(
+            help="Dense checkpoint (prune-audit, state_dict, TorchScript, .pt2).", readable=False
+        ),
     ],
     data: Annotated[
-        Path, typer.Argument(help="Dataset folder (labels.csv, CelebA, image folder, or .npz).")
+        Path,
+        typer.Argument(
+            help="Dataset folder (labels.csv, CelebA, image folder, or .npz).", readable=False
+        ),
     ],
     target: Annotated[
         list[str] | None,
@@ -148,7 +170,8 @@ def check(
         ),
     ] = None,
     labels: Annotated[
-        Path | None, typer.Option("--labels", help="Manifest CSV (default DATA/labels.csv).")
+        Path | None,
+        typer.Option("--labels", help="Manifest CSV (default DATA/labels.csv).", readable=False),
     ] = None,
     split: Annotated[
         str | None, typer.Option(help="Split to evaluate on (default: test if present, else all).")
@@ -207,7 +230,10 @@ def check(
     seed: Annotated[int, typer.Option(help="Seed for everything random.")] = 0,
     policy: Annotated[
         Path | None,
-        typer.Option(help="Gate policy TOML (default: [tool.prune-audit] in ./pyproject.toml)."),
+        typer.Option(
+            help="Gate policy TOML (default: [tool.prune-audit] in ./pyproject.toml).",
+            readable=False,
+        ),
     ] = None,
     target_sparsity: Annotated[
         float | None, typer.Option(help="Override the policy's target_sparsity.")
@@ -235,6 +261,8 @@ def check(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Audit MODEL on DATA: dense criteria, forecast, validation by pruning, reports, gate."""
+    # Path parameters say readable=False: click would reject an unreadable file as a usage
+    # error (exit 2); the loaders report it as the input error it is (exit 3, SPEC §10).
     try:
         pol, source = load_policy(policy)
         overrides: dict[str, Any] = {}
@@ -312,13 +340,16 @@ def check(
         raise _fail(exc) from None
     if not result.report:  # a non-zero torchrun rank: rank 0 reports
         raise typer.Exit(0)
+    _warn(result.report)
     _summary(result, out)
     raise typer.Exit(result.exit_code)
 
 
 @app.command()
 def report(
-    audit_json: Annotated[Path, typer.Argument(help="A report.json written by `check`.")],
+    audit_json: Annotated[
+        Path, typer.Argument(help="A report.json written by `check`.", readable=False)
+    ],
     format: Annotated[
         str, typer.Option("--format", help="Comma list of json,md,html.")
     ] = "md,html",
@@ -358,7 +389,7 @@ def report(
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from None
     for f in files:
-        out.print(f"wrote {f}")
+        out.print(f"wrote {escape(str(f))}")
 
 
 @app.command()
@@ -399,6 +430,7 @@ def demo(
         raise
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from None
+    _warn(result.report)
     _summary(result, out)
     out.print(
         "This is the bundled example: the protected attribute is spuriously tied to one target "

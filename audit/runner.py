@@ -167,7 +167,7 @@ def _select(cfg: AuditConfig, ds: Dataset, lm: LoadedModel) -> Selection:
                 row = int(np.flatnonzero(bad)[0])
                 raise DataError(
                     f"Target column {col!r} has value {int(ds.columns[col][row])} for "
-                    f"{ds.ids[row]!r}; a {task} audit needs 0/1 (or -1/1) labels. Use "
+                    f"{str(ds.ids[row])!r}; a {task} audit needs 0/1 (or -1/1) labels. Use "
                     "--task multiclass for integer classes."
                 )
     n_out = lm.num_outputs

@@ -144,12 +144,17 @@ class ImageCache:
 
 
 class _BadImage(Exception):
-    """An image that cannot be decoded; ``bomb`` marks the too-large ones."""
+    """An image that cannot be decoded.
 
-    def __init__(self, reason: str, *, bomb: bool = False) -> None:
+    ``bomb`` marks the too-large ones, ``unreadable`` the files that cannot even be opened
+    (no read permission, removed since the labels were read).
+    """
+
+    def __init__(self, reason: str, *, bomb: bool = False, unreadable: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.bomb = bomb
+        self.unreadable = unreadable
 
 
 def _decode(path: Path, size: int, max_pixels: int) -> np.ndarray:
@@ -170,6 +175,10 @@ def _decode(path: Path, size: int, max_pixels: int) -> np.ndarray:
             arr = np.asarray(rgb)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise _BadImage(f"Pillow refused it as a decompression bomb ({e})", bomb=True) from e
+    except (PermissionError, FileNotFoundError, IsADirectoryError) as e:
+        # Raised by open() itself, before Pillow sees a byte: the file is fine or absent, not
+        # corrupt, and the fix is different.
+        raise _BadImage(f"{type(e).__name__}: {e.strerror}", unreadable=True) from e
     except _DECODE_ERRORS as e:
         raise _BadImage(f"{type(e).__name__}: {e}") from e
     return arr.transpose(2, 0, 1)
@@ -371,6 +380,12 @@ def _bad_image_error(dataset: Dataset, path: Path, err: _BadImage, max_pixels: i
             f"Refusing to decode image {str(rel)!r} in {dataset.root}: {err.reason}, too large to "
             f"decode safely (limit max_image_pixels={max_pixels}). Downscale the image, remove "
             "it, or pass --skip-bad-images to skip such images and count them in the report."
+        )
+    if err.unreadable:
+        return DataError(
+            f"Cannot read image {str(rel)!r} in {dataset.root} ({err.reason}); check that the "
+            "file exists and that this user has permission to read it, or pass "
+            "--skip-bad-images to skip unreadable images and count them in the report."
         )
     return DataError(
         f"Cannot decode image {str(rel)!r} in {dataset.root} ({err.reason}); the file is "

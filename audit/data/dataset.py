@@ -8,6 +8,7 @@ choose targets/groups for a run beyond the layout's defaults (the runner does).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -92,8 +93,8 @@ def load_dataset(root: str | Path, *, labels_file: str | Path | None = None) -> 
     Raises
     ------
     DataError
-        When DATA does not exist, matches no layout, or any label, path or image location is
-        invalid; the message names the file, line, column and the fix.
+        When DATA does not exist, cannot be read, matches no layout, or any label, path or
+        image location is invalid; the message names the file, line, column and the fix.
     """
     from audit.data import celeba, folder, manifest, npz
 
@@ -104,6 +105,12 @@ def load_dataset(root: str | Path, *, labels_file: str | Path | None = None) -> 
             "as the second argument of `prune-audit check MODEL DATA`."
         )
     path = given.resolve()
+    if path.is_dir() and not os.access(path, os.R_OK | os.X_OK):
+        # Checked up front: the probes below would fail with a bare PermissionError.
+        raise DataError(
+            f"Cannot read DATA folder {str(given)!r} (permission denied); the user running "
+            "prune-audit needs read and execute permission on it (chmod u+rx)."
+        )
     if labels_file is not None:
         if not path.is_dir():
             raise DataError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -30,17 +31,28 @@ CLASS_COLUMN = "class"
 SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
+def _unreadable_folder(err: OSError) -> NoReturn:
+    """``os.walk`` error hook: a folder that cannot be listed would silently lose its images."""
+    raise DataError(
+        f"Cannot list the image folder {err.filename!r} ({err.strerror or err}); the user "
+        "running prune-audit needs read and execute permission on it (chmod u+rx)."
+    ) from err
+
+
 def _subdirs(path: Path) -> list[Path]:
     """Non-hidden sub-folders, sorted by name (as torchvision's ImageFolder orders classes)."""
+    try:
+        entries = list(path.iterdir())
+    except OSError as e:
+        _unreadable_folder(e)
     return sorted(
-        (p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")),
-        key=lambda p: p.name,
+        (p for p in entries if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name
     )
 
 
 def _iter_images(path: Path) -> Iterator[Path]:
     """Yield image files below ``path`` (recursively, hidden entries skipped), unsorted."""
-    for dirpath, dirnames, filenames in os.walk(path):
+    for dirpath, dirnames, filenames in os.walk(path, onerror=_unreadable_folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for f in filenames:
             if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES:
@@ -98,8 +110,9 @@ def read_folder(root: Path) -> Dataset:
     Raises
     ------
     DataError
-        Images escaping DATA through symlinks; a ``groups.csv`` that misses images, lists
-        unknown ones, lacks the ``image`` column or has bad values.
+        Images escaping DATA through symlinks; a folder that cannot be listed; a
+        ``groups.csv`` that misses images, lists unknown ones, lacks the ``image`` column or
+        has bad values.
     """
     bases = _class_roots(root)
     class_names = sorted({d.name for _, base in bases for d in _subdirs(base)})
