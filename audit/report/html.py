@@ -26,6 +26,7 @@ from typing import Any, Literal
 import jinja2
 from markupsafe import Markup
 
+from audit.forecast import DIRECTION_NOTE
 from audit.report import svg
 from audit.report._format import (
     GAP_METRICS,
@@ -654,6 +655,7 @@ def _forecast(report: Mapping[str, Any]) -> tuple[Table, Table | None, dict[str,
             "sparsity": at,
             "direction": fmt_pct(agreement.get("direction_hit_rate"), reason="no defined pairs"),
             "risk": fmt_pct(agreement.get("risk_hit_rate"), reason="no defined pairs"),
+            "note": DIRECTION_NOTE,
         }
         table = Table(
             "forecast-agreement",
