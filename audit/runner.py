@@ -385,6 +385,11 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
         groups = _group_matrix(ds, sel, eval_idx)
         train_source = sel.train_idx if len(sel.train_idx) else calib_idx
         warnings: list[str] = [f"skipped unreadable image {i}: {r}" for i, r in cache.skipped[:20]]
+        if cfg.arch and lm.format in ("torchscript", "export", "pickle"):
+            warnings.append(
+                f"--arch {cfg.arch} was ignored: {Path(cfg.model).name} is a {lm.format} model, "
+                "which carries its own architecture."
+            )
         if not len(sel.train_idx):
             warnings.append(
                 "No train split: bias amplification's majority group and the rare-value "

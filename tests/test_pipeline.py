@@ -305,3 +305,13 @@ def test_html_report_shows_every_metric_dense_and_pruned_under_both_thresholds(a
                             assert d["reason"] and row[6] != "" and "[" not in row[7]
         # 3 levels × 3 targets × 1 group key × (gaps + signed gaps + BA)
         assert checked >= 3 * 3 * 6, checked
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
+def test_arch_given_for_a_torchscript_model_is_reported_as_ignored(audited, tmp_path: Path) -> None:
+    _, _, model, data = audited
+    ts = tmp_path / "model.ts.pt"
+    torch.jit.save(torch.jit.script(model.eval()), str(ts))
+    result = run_audit(_cfg(ts, data, tmp_path / "out", validate=False))
+    assert result.report["inputs"]["model"]["format"] == "torchscript"
+    assert any("--arch tests.conftest:tiny_net was ignored" in w for w in result.report["warnings"])
