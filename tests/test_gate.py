@@ -156,3 +156,57 @@ def test_ba_not_applicable_is_skipped_not_failed() -> None:
     }
     checks = level_checks(_level(0.9, _d(0.0, [0, 0.01])), dense, Policy())
     assert not any(c["name"] == "delta_bias_amplification" for c in checks)
+
+
+_LIMIT_KEYS = {
+    # policy key → (check name, where the Δ lives in a level's delta block)
+    "max_delta_fnr_gap": ("delta_fnr_gap", ("by_group", "g", "fnr_gap")),
+    "max_delta_fpr_gap": ("delta_fpr_gap", ("by_group", "g", "fpr_gap")),
+    "max_delta_accuracy_gap": ("delta_accuracy_gap", ("by_group", "g", "accuracy_gap")),
+    "max_delta_bias_amplification": (
+        "delta_bias_amplification",
+        ("by_group", "g", "bias_amplification"),
+    ),
+    "max_accuracy_drop": ("accuracy_drop", ("accuracy",)),
+}
+
+
+def _level_with(path: tuple[str, ...], d: dict[str, Any], mode: str = "default") -> dict:
+    import copy
+
+    level = copy.deepcopy(_level(0.9, _d(0.0, [-0.01, 0.01])))
+    block = level["delta"][mode] = copy.deepcopy(level["delta"][mode])
+    node = block["t"]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = d
+    return level
+
+
+@pytest.mark.parametrize("key", sorted(_LIMIT_KEYS))
+@pytest.mark.parametrize("over", [False, True])
+def test_every_limit_key_alone_passes_and_fails(key: str, over: bool) -> None:
+    name, path = _LIMIT_KEYS[key]
+    # Only this metric moves: its judged bound is 0.08 (accuracy: a drop with lower bound
+    # −0.08); the limit is 0.1 (passes) or 0.05 (fails), every other limit is generous.
+    d = _d(-0.06, [-0.08, -0.04]) if key == "max_accuracy_drop" else _d(0.06, [0.04, 0.08])
+    policy = Policy(**{key: 0.05 if over else 0.1})
+    res = evaluate_gate(
+        policy, dense=DENSE, forecast=FORECAST, levels=[_level_with(path, d)], policy_source="t"
+    )
+    check = next(c for c in res["checks"] if c["name"] == name)
+    assert check["value"] == pytest.approx(0.08)
+    assert check["limit"] == (0.05 if over else 0.1)
+    assert check["outcome"] == ("fail" if over else "pass")
+    assert res["passed"] is (not over)
+    assert [c["name"] for c in res["checks"] if c["outcome"] == "fail"] == ([name] if over else [])
+
+
+def test_thresholds_key_chooses_which_deltas_are_judged() -> None:
+    # The calibrated-threshold Δ of the FNR gap is large, the default one is not.
+    level = _level_with(("by_group", "g", "fnr_gap"), _d(0.2, [0.1, 0.3]), mode="calibrated")
+    dense = {**DENSE, "calibrated": DENSE["default"]}
+    kw = {"dense": dense, "forecast": FORECAST, "levels": [level], "policy_source": "t"}
+    assert evaluate_gate(Policy(thresholds="default"), **kw)["passed"]
+    res = evaluate_gate(Policy(thresholds="calibrated"), **kw)
+    assert not res["passed"] and res["failures"][0].startswith("delta_fnr_gap")
