@@ -608,12 +608,8 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                 formats=cfg.formats,
                 predictions=predictions,
                 summary_out=cfg.summary_out,
+                extra_files=sorted(staging.iterdir()) if staging is not None else (),
             )
-        if staging is not None:
-            for f in sorted(staging.iterdir()):
-                dest = cfg.out / f.name
-                f.replace(dest)
-                files.append(dest)
         return AuditResult(report=report, passed=bool(gate_result["passed"]), files=tuple(files))
     finally:
         for c in caches:

@@ -195,3 +195,27 @@ def test_summary_out_gets_the_markdown(report: dict, tmp_path: Path) -> None:
     write_reports(report, tmp_path / "out", formats=["html"], summary_out=dest)
     assert dest.read_text(encoding="utf-8") == render_markdown(report)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["comment.md", "out"]
+
+
+def test_extra_files_join_the_atomic_write(
+    report: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extra = tmp_path / "pruned-0.9.pt"
+    extra.write_bytes(b"weights")
+    out = tmp_path / "out"
+    files = write_reports(report, out, formats=["json"], extra_files=[extra])
+    assert [f.name for f in files] == ["report.json", "pruned-0.9.pt"]
+    assert (out / "pruned-0.9.pt").read_bytes() == b"weights" and not extra.exists()
+
+    # a failure while rendering leaves neither the reports nor the extra file behind
+    extra.write_bytes(b"weights")
+
+    def boom(_: dict) -> str:
+        raise RuntimeError("template exploded")
+
+    monkeypatch.setattr(writer, "render_html", boom)
+    out2 = tmp_path / "out2"
+    with pytest.raises(RuntimeError, match="template exploded"):
+        write_reports(report, out2, formats=["json", "html"], extra_files=[extra])
+    assert not out2.exists()
+    assert not list(tmp_path.glob(".out2.*"))

@@ -36,6 +36,7 @@ def write_reports(
     formats: Sequence[str] = ("json", "md", "html"),
     predictions: Mapping[str, Any] | None = None,
     summary_out: str | os.PathLike[str] | None = None,
+    extra_files: Sequence[str | os.PathLike[str]] = (),
 ) -> list[Path]:
     """Validate the report and write it in the requested formats, atomically.
 
@@ -58,11 +59,16 @@ def write_reports(
         file loads with ``allow_pickle=False``.
     summary_out : str or PathLike, optional
         Also write the Markdown report to this file (replacing it).
+    extra_files : sequence of str or PathLike, default=()
+        Finished files (e.g. the pruned checkpoints of ``--save-pruned``) moved into
+        ``out_dir`` under their own names as part of the same all-or-nothing write. They are
+        moved, not copied: on failure they are discarded with the rest of the staged write.
 
     Returns
     -------
     list of Path
-        The files written in ``out_dir``, in ``formats`` order, then ``predictions.npz``.
+        The files written in ``out_dir``, in ``formats`` order, then ``predictions.npz``, then
+        ``extra_files``.
 
     Raises
     ------
@@ -98,6 +104,11 @@ def write_reports(
             with open(stage / PREDICTIONS_NAME, "wb") as fh:
                 np.savez_compressed(fh, allow_pickle=False, **arrays)
             names.append(PREDICTIONS_NAME)
+        for extra in map(Path, extra_files):
+            if extra.name in names:
+                raise ValueError(f"extra file {extra} would replace the report's {extra.name}")
+            shutil.move(extra, stage / extra.name)
+            names.append(extra.name)
         out.mkdir(parents=True, exist_ok=True)
         for name in names:
             _place(stage / name, out / name, placed)
