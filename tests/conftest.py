@@ -31,6 +31,44 @@ def tiny_net(num_outputs: int = 3, **kwargs: object) -> torch.nn.Module:
     return TinyNet(num_outputs)
 
 
+TINY_ARCH = "tests.conftest:tiny_net"
+
+# The 40 attribute names of CelebA's list_attr_celeba.txt header line, in file order.
+CELEBA_ATTRS = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
+    "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses "
+    "Goatee Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache "
+    "Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks "
+    "Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick "
+    "Wearing_Necklace Wearing_Necktie Young"
+).split()
+
+
+def check_args(ckpt: Path, data: Path, out: Path, *extra: str, group: str = "tinted") -> list[str]:
+    """Arguments of a fast CPU ``prune-audit check`` of the tiny model (one sparsity)."""
+    return [
+        "check",
+        str(ckpt),
+        str(data),
+        "--arch",
+        TINY_ARCH,
+        "--group",
+        group,
+        "--out",
+        str(out),
+        "--sparsity",
+        "0.5",
+        "--bootstrap",
+        "20",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--min-group-size",
+        "5",
+        *extra,
+    ]
+
+
 def make_npz_data(root: Path, *, n: int = 240, size: int = 16, seed: int = 0) -> Path:
     """Three visible binary attributes and one protected attribute; train/val/test splits."""
     rng = np.random.default_rng(seed)
@@ -84,7 +122,7 @@ def tiny_audit_inputs(
     save_checkpoint(
         ckpt,
         model,
-        arch="tests.conftest:tiny_net",
+        arch=TINY_ARCH,
         outputs=["red", "green", "blue"],
         task="multilabel",
         preprocess={"image_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3},

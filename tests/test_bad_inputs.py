@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 
 from audit import save_checkpoint
 from audit.cli import app
-from tests.conftest import TinyNet
+from tests.conftest import CELEBA_ATTRS, TINY_ARCH, TinyNet, check_args
 
-ARCH = "tests.conftest:tiny_net"
+ARCH = TINY_ARCH
 PREPROCESS = {"image_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3}
 runner = CliRunner()
 
@@ -35,30 +35,6 @@ Inputs = tuple[Path, Path, torch.nn.Module]
 
 
 # ---------------------------------------------------------------------------- helpers
-def _check(ckpt: Path, data: Path, out: Path, *extra: str, group: str = "tinted") -> list[str]:
-    return [
-        "check",
-        str(ckpt),
-        str(data),
-        "--arch",
-        ARCH,
-        "--group",
-        group,
-        "--out",
-        str(out),
-        "--sparsity",
-        "0.5",
-        "--bootstrap",
-        "20",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--min-group-size",
-        "5",
-        *extra,
-    ]
-
-
 def _refused(args: list[str], pattern: str) -> str:
     """Run the CLI; check exit 3, ``pattern`` in stderr, and no report or staging left."""
     res = runner.invoke(app, args)
@@ -173,7 +149,7 @@ def test_unreadable_file(
     try:
         if os.access(victim, os.R_OK):
             pytest.skip("running as root: chmod 000 does not make a file unreadable")
-        _refused(_check(ckpt, data, tmp_path / "out", "--policy", str(policy)), pattern)
+        _refused(check_args(ckpt, data, tmp_path / "out", "--policy", str(policy)), pattern)
     finally:
         victim.chmod(mode)
 
@@ -193,7 +169,7 @@ def test_bad_image_is_an_input_error(
 ) -> None:
     _damage(manifest / "imgs" / f"{EVAL_ROW}.png", how)
     _refused(
-        _check(tiny_audit_inputs[0], manifest, tmp_path / "out"),
+        check_args(tiny_audit_inputs[0], manifest, tmp_path / "out"),
         rf"Cannot decode image 'imgs/{EVAL_ROW}\.png'.*--skip-bad-images",
     )
 
@@ -205,7 +181,7 @@ def test_skip_bad_images_counts_them_in_the_report(
     _damage(manifest / "imgs" / f"{EVAL_ROW}.png", "corrupt")
     _damage(manifest / "imgs" / f"{EVAL_ROW + 1}.png", "truncated")
     report, stderr = _ran(
-        _check(tiny_audit_inputs[0], manifest, tmp_path / "out", "--skip-bad-images")
+        check_args(tiny_audit_inputs[0], manifest, tmp_path / "out", "--skip-bad-images")
     )
     skipped = report["inputs"]["skipped_images"]
     assert [s["id"] for s in skipped] == [f"imgs/{EVAL_ROW}.png", f"imgs/{EVAL_ROW + 1}.png"]
@@ -220,7 +196,7 @@ def test_image_too_large_to_decode(
     """A header declaring 100000x100000 pixels is refused before any pixel is decoded."""
     (manifest / "imgs" / f"{EVAL_ROW}.png").write_bytes(_png_header_only(100_000, 100_000))
     _refused(
-        _check(tiny_audit_inputs[0], manifest, tmp_path / "out"),
+        check_args(tiny_audit_inputs[0], manifest, tmp_path / "out"),
         rf"Refusing to decode image 'imgs/{EVAL_ROW}\.png'.*too large to decode safely",
     )
 
@@ -244,7 +220,7 @@ def test_image_path_escaping_data(
     rows = _rows(manifest)
     rows[EVAL_ROW][0] = str(outside) if path == "ABSOLUTE" else path
     _write_manifest(manifest, rows)
-    _refused(_check(tiny_audit_inputs[0], manifest, tmp_path / "out"), pattern)
+    _refused(check_args(tiny_audit_inputs[0], manifest, tmp_path / "out"), pattern)
 
 
 # ---------------------------------------------------------------------------- label values
@@ -264,17 +240,7 @@ def test_manifest_label_outside_accepted_values(
     rows = _rows(manifest)
     rows[EVAL_ROW][3] = value
     _write_manifest(manifest, rows)
-    _refused(_check(tiny_audit_inputs[0], manifest, tmp_path / "out"), pattern)
-
-
-CELEBA_ATTRS = (
-    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
-    "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses "
-    "Goatee Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache "
-    "Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks "
-    "Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick "
-    "Wearing_Necklace Wearing_Necktie Young"
-).split()
+    _refused(check_args(tiny_audit_inputs[0], manifest, tmp_path / "out"), pattern)
 
 
 @pytest.mark.parametrize("value", ["0", "2"])
@@ -293,7 +259,7 @@ def test_celeba_label_outside_minus_one_one(
         lines.append(f"{name} {' '.join(cells)}")
     (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
     _refused(
-        _check(tiny_audit_inputs[0], root, tmp_path / "out", group="Male"),
+        check_args(tiny_audit_inputs[0], root, tmp_path / "out", group="Male"),
         rf"'Male' in .*list_attr_celeba\.txt has value -1 at line 4 and value {value} at line 5",
     )
 
@@ -318,12 +284,12 @@ def test_output_count_differs_from_targets(
     """3 outputs for 2 targets (known from the checkpoint) or 2 for 3 (seen in the logits)."""
     ckpt, data, _ = tiny_audit_inputs
     if when == "recorded":
-        args = _check(ckpt, data, tmp_path / "out", "--target", "red", "--target", "green")
+        args = check_args(ckpt, data, tmp_path / "out", "--target", "red", "--target", "green")
         pattern = r"'.*model\.pt' has 3 outputs but 2 targets were selected \(red, green\)"
     else:
         ckpt = tmp_path / "convhead.pt"
         torch.jit.save(torch.jit.script(ConvHead().eval()), str(ckpt))
-        args = _check(ckpt, data, tmp_path / "out")
+        args = check_args(ckpt, data, tmp_path / "out")
         pattern = r"'.*convhead\.pt' produced 2 outputs per image but 3 targets"
     _refused(args, pattern)
 
@@ -345,7 +311,7 @@ def test_non_finite_logits(tiny_audit_inputs: Inputs, tmp_path: Path, bad: float
         preprocess=PREPROCESS,
     )
     _refused(
-        _check(path, data, tmp_path / "out"),
+        check_args(path, data, tmp_path / "out"),
         r"'.*diverged\.pt' produced NaN/Inf logits \(\d+ images; first at image row 0, "
         r"output 'green'\)",
     )
@@ -367,7 +333,7 @@ def test_too_small_group_is_a_warning_not_an_error(
     data = tmp_path / "npz"
     data.mkdir()
     np.savez(data / "bundle.npz", **arrays)
-    report, stderr = _ran(_check(tiny_audit_inputs[0], data, tmp_path / "out", group="rare"))
+    report, stderr = _ran(check_args(tiny_audit_inputs[0], data, tmp_path / "out", group="rare"))
     assert re.search(r"warning.*Group rare=1 has 3 samples, fewer than min_group_size=5", stderr)
     by_group = report["dense"]["default"]["red"]["by_group"]["rare"]
     small = {c["value"]: c["small"] for c in by_group["cells"]}
@@ -393,7 +359,7 @@ def test_pickled_module_needs_trust_checkpoint(tiny_audit_inputs: Inputs, tmp_pa
     path = tmp_path / "whole.pt"
     torch.save(model, path)
     _refused(
-        _check(path, data, tmp_path / "out"),
+        check_args(path, data, tmp_path / "out"),
         r"'.*whole\.pt' is not a plain weights file.*execute arbitrary code.*--trust-checkpoint",
     )
 
@@ -411,7 +377,7 @@ def test_code_executing_pickle_is_refused_unrun(
     else:
         with path.open("wb") as f:
             pickle.dump(payload, f, protocol=2)  # the protocol torch.load expects
-    _refused(_check(path, data, tmp_path / "out"), r"'.*evil\.pt'.*--trust-checkpoint")
+    _refused(check_args(path, data, tmp_path / "out"), r"'.*evil\.pt'.*--trust-checkpoint")
     assert not marker.exists()
 
 
@@ -458,7 +424,7 @@ def test_multiclass_audit_end_to_end(tmp_path: Path) -> None:
     )
 
     out = tmp_path / "out"
-    report, _ = _ran(_check(ckpt, data, out, "--target-sparsity", "0.5"))
+    report, _ = _ran(check_args(ckpt, data, out, "--target-sparsity", "0.5"))
     assert report["inputs"]["task"] == "multiclass"
     assert report["inputs"]["data"]["layout"] == "folder"
     assert report["inputs"]["targets"] == list(CLASSES)

@@ -9,33 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from audit.cli import app
+from tests.conftest import check_args
 
-ARCH = "tests.conftest:tiny_net"
 runner = CliRunner()
-
-
-def _args(ckpt: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "check",
-        str(ckpt),
-        str(data),
-        "--arch",
-        ARCH,
-        "--group",
-        "tinted",
-        "--out",
-        str(out),
-        "--sparsity",
-        "0.5",
-        "--bootstrap",
-        "30",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--min-group-size",
-        "5",
-        *extra,
-    ]
 
 
 def _policy(tmp_path: Path, text: str) -> Path:
@@ -54,7 +30,7 @@ def test_exit_0_when_gate_passes(
         "max_delta_accuracy_gap = 1\nmax_delta_bias_amplification = 1\nmax_accuracy_drop = 1\n"
         "on_undefined = 'warn'\n",
     )
-    res = runner.invoke(app, _args(ckpt, data, tmp_path / "out", "--policy", str(pol)))
+    res = runner.invoke(app, check_args(ckpt, data, tmp_path / "out", "--policy", str(pol)))
     assert res.exit_code == 0, res.output
     assert "PASSED" in res.stdout
     assert (tmp_path / "out" / "report.html").is_file()
@@ -65,7 +41,7 @@ def test_exit_1_when_gate_fails(tiny_audit_inputs, tmp_path: Path) -> None:
     pol = _policy(
         tmp_path, "target_sparsity = 0.97\nmax_accuracy_drop = 0.0\nmax_delta_fnr_gap = 0.0\n"
     )
-    res = runner.invoke(app, _args(ckpt, data, tmp_path / "out", "--policy", str(pol)))
+    res = runner.invoke(app, check_args(ckpt, data, tmp_path / "out", "--policy", str(pol)))
     assert res.exit_code == 1, res.output
     assert "FAILED" in res.stdout and "accuracy_drop" in res.stdout
 
@@ -90,7 +66,7 @@ def test_exit_3_on_bad_input_and_nothing_written(
 ) -> None:
     ckpt, data, _ = tiny_audit_inputs
     out = tmp_path / "out"
-    args = _args(ckpt, data, out)
+    args = check_args(ckpt, data, out)
     mutate(args, tmp_path)
     res = runner.invoke(app, args)
     assert res.exit_code == 3, res.output
@@ -103,7 +79,7 @@ def test_exit_3_on_bad_input_and_nothing_written(
 
 def test_exit_2_on_usage_error(tiny_audit_inputs, tmp_path: Path) -> None:
     ckpt, data, _ = tiny_audit_inputs
-    res = runner.invoke(app, _args(ckpt, data, tmp_path / "o", "--sparsity", "1.5"))
+    res = runner.invoke(app, check_args(ckpt, data, tmp_path / "o", "--sparsity", "1.5"))
     assert res.exit_code == 2 and "--sparsity value 1.5" in res.stderr
     res = runner.invoke(app, ["check", str(ckpt)])  # missing DATA argument
     assert res.exit_code == 2
@@ -114,7 +90,7 @@ def test_version_and_report_rerender(tiny_audit_inputs, tmp_path: Path) -> None:
     assert res.exit_code == 0 and "prune-audit" in res.stdout
     ckpt, data, _ = tiny_audit_inputs
     pol = _policy(tmp_path, "target_sparsity = 0.5\non_undefined = 'warn'\nmax_accuracy_drop = 1\n")
-    runner.invoke(app, _args(ckpt, data, tmp_path / "a", "--policy", str(pol)))
+    runner.invoke(app, check_args(ckpt, data, tmp_path / "a", "--policy", str(pol)))
     res = runner.invoke(
         app, ["report", str(tmp_path / "a" / "report.json"), "--out", str(tmp_path / "b")]
     )

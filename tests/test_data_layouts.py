@@ -9,15 +9,7 @@ from PIL import Image
 
 from audit.data import Dataset, build_image_cache, default_image_size, load_dataset
 from audit.errors import DataError
-
-CELEBA_ATTRS = (
-    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
-    "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses "
-    "Goatee Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache "
-    "Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks "
-    "Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick "
-    "Wearing_Necklace Wearing_Necktie Young"
-).split()
+from tests.conftest import CELEBA_ATTRS
 
 
 def _png(path: Path, value: int, size: tuple[int, int] = (8, 8), mode: str = "RGB") -> Path:

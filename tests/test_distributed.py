@@ -26,12 +26,12 @@ from typer.testing import CliRunner
 
 from audit.cli import app
 from audit.inference import Dist
-from tests.conftest import make_npz_data
+from tests.conftest import TINY_ARCH, make_npz_data
 
 # Slow (subprocesses importing torch) but part of the default run, so CI covers it.
 pytestmark = pytest.mark.slow
 
-ARCH = "tests.conftest:tiny_net"
+ARCH = TINY_ARCH
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 180
 

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from audit import inference
-from tests.conftest import TinyNet
+from tests.conftest import TINY_ARCH, TinyNet
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
 
-ARCH = "tests.conftest:tiny_net"
+ARCH = TINY_ARCH
 # Probabilities: fp32 convolutions may run in TF32 (10-bit mantissa), bf16 keeps 8 bits.
 TOLERANCE = {"fp32": 2e-3, "bf16": 3e-2, "fp16": 1e-2}
 

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from audit import AuditConfig, Policy, run_audit
-
-ARCH = "tests.conftest:tiny_net"
+from tests.conftest import TINY_ARCH as ARCH
 
 
 def _cfg(ckpt: Path, data: Path, out: Path, **kw: object) -> AuditConfig:
