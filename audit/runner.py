@@ -796,6 +796,15 @@ def _modal_prediction(preds: list[np.ndarray], dense_pred: np.ndarray, task: str
     return np.where(votes > 0.5, 1, np.where(votes < 0.5, 0, dense_pred)).astype(np.int8)
 
 
+def _named_models(
+    dense_probs: np.ndarray, levels: list[dict[str, Any]], pruned_probs: list[np.ndarray]
+) -> list[tuple[str, np.ndarray]]:
+    """``[("dense", probs), ("0.9", probs), ...]``: the model names the plot data is keyed by."""
+    return [("dense", dense_probs)] + [
+        (f"{lv['sparsity']:g}", p) for lv, p in zip(levels, pruned_probs, strict=True)
+    ]
+
+
 def _calibration_curves(
     pop: criteria.Population,
     dense_probs: np.ndarray,
@@ -805,9 +814,7 @@ def _calibration_curves(
     out: dict[str, Any] = {}
     for a, t in enumerate(pop.targets):
         curves = {}
-        for name, probs in [("dense", dense_probs)] + [
-            (f"{lv['sparsity']:g}", p) for lv, p in zip(levels, pruned_probs, strict=True)
-        ]:
+        for name, probs in _named_models(dense_probs, levels, pruned_probs):
             mean_p, mean_y, count = M.calibration_curve(pop.labels[:, a], probs[:, a])
             keep = np.asarray(count) > 0
             curves[name] = {
@@ -836,9 +843,7 @@ def _uncertainty_histograms(
     keyed by the class column, of the top-class p (the per-class columns would all share it).
     """
     multiclass = pop.task == "multiclass"
-    models = [("dense", dense_probs)] + [
-        (f"{lv['sparsity']:g}", p) for lv, p in zip(levels, pruned_probs, strict=True)
-    ]
+    models = _named_models(dense_probs, levels, pruned_probs)
     outputs: list[tuple[str, Callable[[np.ndarray], np.ndarray]]]
     if multiclass:
         outputs = [(class_column, lambda probs: probs.max(axis=1))]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -172,8 +173,6 @@ _LIMIT_KEYS = {
 
 
 def _level_with(path: tuple[str, ...], d: dict[str, Any], mode: str = "default") -> dict:
-    import copy
-
     level = copy.deepcopy(_level(0.9, _d(0.0, [-0.01, 0.01])))
     block = level["delta"][mode] = copy.deepcopy(level["delta"][mode])
     node = block["t"]
