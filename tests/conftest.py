@@ -147,3 +147,40 @@ def demo_report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = CliRunner().invoke(app, ["demo", "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     return out
+
+
+# Floats computed along different code paths (batch sizes, shards, CPU kernels: AVX-512 and
+# AVX2 sum in different orders) differ in the last bits: float32 probabilities by ~1e-7, the
+# float64 metrics built from them (ECE, CIs) by ~1e-10. They are compared to this tolerance;
+# everything else (counts, outcomes, names, shapes) must match exactly.
+FLOAT_ATOL = 1e-6
+
+
+def assert_same_results(a: object, b: object, *, where: str = "report") -> None:
+    """Assert two report trees are equal: decisions exactly, floats within ``FLOAT_ATOL``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert list(a) == list(b), f"{where}: keys {list(a)} != {list(b)}"
+        for key in a:
+            assert_same_results(a[key], b[key], where=f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        assert len(a) == len(b), f"{where}: length {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_results(x, y, where=f"{where}[{i}]")
+    elif _is_number(a) and _is_number(b) and float in (type(a), type(b)):
+        assert a == pytest.approx(b, rel=0, abs=FLOAT_ATOL, nan_ok=True), f"{where}: {a} != {b}"
+    else:
+        assert type(a) is type(b) and a == b, f"{where}: {a!r} != {b!r}"
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def assert_same_arrays(a: np.ndarray, b: np.ndarray, *, where: str = "array") -> None:
+    """Float arrays within ``FLOAT_ATOL``; integer, boolean and string arrays exactly."""
+    meta_a, meta_b = (a.shape, a.dtype), (b.shape, b.dtype)
+    assert meta_a == meta_b, f"{where}: shape/dtype {meta_a} != {meta_b}"
+    if np.issubdtype(a.dtype, np.floating):
+        np.testing.assert_allclose(a, b, rtol=0, atol=FLOAT_ATOL, err_msg=where)
+    else:
+        np.testing.assert_array_equal(a, b, err_msg=where)

@@ -11,6 +11,7 @@ import torch
 
 from audit import AuditConfig, Policy, run_audit
 from tests.conftest import TINY_ARCH as ARCH
+from tests.conftest import assert_same_results
 
 
 def _cfg(ckpt: Path, data: Path, out: Path, **kw: object) -> AuditConfig:
@@ -97,8 +98,8 @@ def test_forecast_does_not_depend_on_pruning(audited, tmp_path: Path) -> None:
     ckpt = Path(result.report["inputs"]["model"]["path"])
     alone = run_audit(_cfg(ckpt, data, tmp_path / "fc", validate=False))
     assert alone.report["validation"] is None
-    assert alone.report["forecast"] == result.report["forecast"]
-    assert alone.report["susceptible"] == result.report["susceptible"]
+    assert_same_results(alone.report["forecast"], result.report["forecast"], where="forecast")
+    assert_same_results(alone.report["susceptible"], result.report["susceptible"])
     assert alone.report["gate"]["mode"] == "forecast"
 
 
@@ -181,9 +182,11 @@ def test_results_do_not_depend_on_batch_size(audited, tmp_path: Path) -> None:
     result, _, _, data = audited
     ckpt = Path(result.report["inputs"]["model"]["path"])
     other = run_audit(_cfg(ckpt, data, tmp_path / "bs", batch_size=7, validate=False))
-    a = result.report["dense"]["default"]["green"]["by_group"]["tinted"]
-    b = other.report["dense"]["default"]["green"]["by_group"]["tinted"]
-    assert a == b
+    # Other batch sizes sum in other orders (ECE differed at 1e-10 on an AVX-512 CPU): every
+    # count and outcome is the same, every float within FLOAT_ATOL -- in both threshold modes
+    # and for every target, and the forecast built on them too.
+    assert_same_results(other.report["dense"], result.report["dense"], where="dense")
+    assert_same_results(other.report["forecast"], result.report["forecast"], where="forecast")
 
 
 def test_save_pruned_checkpoints_load_back(audited, tmp_path: Path) -> None:
