@@ -5,8 +5,7 @@ Public API only; see ``audit.runner`` for the pipeline.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from audit._version import __version__
 from audit.config import AuditConfig, Policy, load_policy  # noqa: E402
 from audit.errors import (  # noqa: E402
     AuditError,

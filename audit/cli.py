@@ -28,7 +28,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from audit import __version__
+from audit._version import __version__
 from audit.config import AuditConfig, load_policy
 from audit.errors import EXIT_INPUT, EXIT_INTERNAL, AuditError, UsageError
 

@@ -22,8 +22,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from audit import __version__, criteria, forecast, gate, inference, prune, validate
+from audit import criteria, forecast, gate, inference, prune, validate
 from audit import metrics as M
+from audit._version import __version__
 from audit.config import AuditConfig
 from audit.data import Dataset, ImageCache, build_image_cache, default_image_size, load_dataset
 from audit.errors import CheckpointError, DataError, UsageError

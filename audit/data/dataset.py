@@ -1,23 +1,84 @@
-"""The ``Dataset`` record and layout detection (SPEC §3.2).
+"""The ``Dataset`` record, the ``Layout`` a reader registers, and the ``ImageStore`` protocol.
 
 Owns: the in-memory description of a labelled image set (ids, int64 label columns, splits,
-default targets/groups, image paths or an image array) and choosing which layout reader to
-use for a DATA path. Must not decode images (``audit.data.cache`` does), touch devices, or
-choose targets/groups for a run beyond the layout's defaults (the runner does).
+default targets/groups, and where the images are: files, an array, or a store of encoded
+images inside container files), and the shape of a layout entry in the registry
+(``audit.data.layouts``). Must not import any layout (they import this module), decode
+images (``audit.data.cache`` does), touch devices, or choose targets/groups for a run beyond
+the layout's defaults (the runner does).
 """
 
 from __future__ import annotations
 
-import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from audit.errors import DataError
 
-Layout = Literal["manifest", "celeba", "folder", "npz"]
+class ImageStore(ABC):
+    """Encoded images held inside container files (Parquet row groups, tar shards).
+
+    A store lists its samples cheaply when the labels are read and reads the bytes of any
+    subset of rows later, touching only the containers (row groups, shard byte ranges) that
+    hold them, so a process that caches a shard of the rows reads only that shard.
+    """
+
+    @abstractmethod
+    def read(self, rows: np.ndarray) -> Iterator[list[tuple[int, bytes]]]:
+        """Yield the encoded images of dataset rows ``rows`` in storage order.
+
+        Parameters
+        ----------
+        rows : numpy.ndarray
+            ``(n,)`` int64 dataset row indices (any order, duplicates allowed).
+
+        Yields
+        ------
+        list of (int, bytes)
+            A batch of ``(k, data)``: the encoded file of row ``rows[k]``. Every ``k`` in
+            ``range(n)`` appears exactly once over all batches; a batch holds a bounded number
+            of bytes (one read of a container), so memory stays bounded.
+
+        Raises
+        ------
+        DataError
+            A container that changed or became unreadable since it was listed.
+        """
+
+    @abstractmethod
+    def where(self, row: int) -> str:
+        """Say where row ``row``'s image is stored, for messages (``"'a.tar' member 'k.jpg'"``)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One dataset layout, as registered in ``audit.data.layouts.LAYOUTS``.
+
+    Attributes
+    ----------
+    name : str
+        The name in ``report.json`` (``data.layout``) and for ``load_dataset(layout=...)``.
+    summary : str
+        What DATA holds in this layout, one phrase for the "matches no layout" message.
+    detect : callable
+        ``detect(path) -> bool`` for a resolved DATA path (file or folder): cheap probes
+        only (file names, a header); the first layout in registry order that accepts DATA
+        reads it.
+    read : callable
+        ``read(path) -> Dataset``; raises ``DataError`` for anything invalid.
+    file_kind : str or None
+        When DATA itself may be a file of this layout: how to call that file in a message
+        (``"an .npz bundle"``); None for folder-only layouts.
+    """
+
+    name: str
+    summary: str
+    detect: Callable[[Path], bool]
+    read: Callable[[Path], Dataset]
+    file_kind: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,9 +88,9 @@ class Dataset:
     Attributes
     ----------
     root : Path
-        DATA, resolved (for the npz layout: the folder holding the ``.npz`` file).
-    layout : {"manifest", "celeba", "folder", "npz"}
-        Which layout was detected.
+        DATA, resolved (when DATA is a file: the folder holding it).
+    layout : str
+        The name of the layout that read it (see ``audit.data.layouts.LAYOUTS``).
     ids : numpy.ndarray
         ``(N,)`` str: image path relative to ``root`` (POSIX separators), or the bundle's
         ``ids`` / ``"row-<i>"`` for npz.
@@ -52,10 +113,13 @@ class Dataset:
     array : numpy.ndarray or None
         npz images as uint8 NCHW (a transposed view when the file is NHWC; a memory map when
         the bundle is stored uncompressed), None for file layouts.
+    store : ImageStore or None
+        Encoded images inside container files (Parquet, WebDataset shards), read by row;
+        None otherwise. Exactly one of ``paths``, ``array`` and ``store`` is set.
     """
 
     root: Path
-    layout: Layout
+    layout: str
     ids: np.ndarray
     columns: dict[str, np.ndarray]
     splits: np.ndarray | None
@@ -64,86 +128,9 @@ class Dataset:
     class_names: dict[str, list[str]]
     paths: list[Path] | None
     array: np.ndarray | None
+    store: ImageStore | None = None
 
     @property
     def n(self) -> int:
         """Number of samples."""
         return len(self.ids)
-
-
-def load_dataset(root: str | Path, *, labels_file: str | Path | None = None) -> Dataset:
-    """Detect the layout of DATA and read its labels (images are not decoded here).
-
-    Detection order: ``labels_file`` given → manifest; ``root`` is an ``.npz`` file or holds
-    exactly one → npz; ``root/labels.csv`` → manifest; ``root/list_attr_celeba.txt`` →
-    CelebA; sub-folders holding images → image folder.
-
-    Parameters
-    ----------
-    root : str or Path
-        DATA: a folder, or an ``.npz`` bundle.
-    labels_file : str or Path, optional
-        A manifest CSV elsewhere than ``DATA/labels.csv`` (``--labels``).
-
-    Returns
-    -------
-    Dataset
-        Labels, splits and image locations, validated.
-
-    Raises
-    ------
-    DataError
-        When DATA does not exist, cannot be read, matches no layout, or any label, path or
-        image location is invalid; the message names the file, line, column and the fix.
-    """
-    from audit.data import celeba, folder, manifest, npz
-
-    given = Path(root)
-    if not given.exists():
-        raise DataError(
-            f"DATA path {str(given)!r} does not exist; pass the dataset folder (or .npz file) "
-            "as the second argument of `prune-audit check MODEL DATA`."
-        )
-    path = given.resolve()
-    if path.is_dir() and not os.access(path, os.R_OK | os.X_OK):
-        # Checked up front: the probes below would fail with a bare PermissionError.
-        raise DataError(
-            f"Cannot read DATA folder {str(given)!r} (permission denied); the user running "
-            "prune-audit needs read and execute permission on it (chmod u+rx)."
-        )
-    if labels_file is not None:
-        if not path.is_dir():
-            raise DataError(
-                f"--labels was given, so DATA ({str(given)!r}) must be the folder the manifest's "
-                "image paths are relative to, but it is a file. Pass that folder as DATA."
-            )
-        return manifest.read_manifest(path, Path(labels_file))
-    if path.is_file():
-        if path.suffix.lower() == ".npz":
-            return npz.read_npz(path)
-        raise DataError(
-            f"DATA {str(given)!r} is a file but not an .npz bundle; pass a dataset folder "
-            "(manifest labels.csv, CelebA, or class sub-folders) or an .npz file."
-        )
-    bundles = sorted(p for p in path.glob("*.npz") if p.is_file())
-    if len(bundles) == 1:
-        return npz.read_npz(bundles[0])
-    if len(bundles) > 1 and not (path / "labels.csv").is_file():
-        raise DataError(
-            f"DATA ({path}) holds {len(bundles)} .npz files "
-            f"({', '.join(b.name for b in bundles[:5])}); it is not clear which one to audit. "
-            "Pass the .npz file itself as DATA."
-        )
-    if (path / "labels.csv").is_file():
-        return manifest.read_manifest(path, path / "labels.csv")
-    if (path / celeba.ATTR_FILE).is_file():
-        return celeba.read_celeba(path)
-    if folder.looks_like_folder(path):
-        return folder.read_folder(path)
-    raise DataError(
-        f"DATA ({path}) matches no known layout. Expected one of: a labels.csv manifest (column "
-        "'image' plus label columns), the CelebA files (list_attr_celeba.txt and "
-        "img_align_celeba/), one sub-folder of images per class, or an .npz bundle with "
-        "'images', 'labels' and 'label_names'. Pass --labels FILE for a manifest stored "
-        "elsewhere."
-    )

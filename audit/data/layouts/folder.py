@@ -22,7 +22,7 @@ from audit.data._common import (
     safe_image_path,
     show_list,
 )
-from audit.data.dataset import Dataset
+from audit.data.dataset import Dataset, Layout
 from audit.errors import DataError
 
 GROUPS_FILE = "groups.csv"
@@ -239,3 +239,11 @@ def _read_groups(root: Path, ids: list[str]) -> tuple[dict[str, np.ndarray], np.
             )
         splits = np.asarray(cells, dtype=str)
     return columns, splits
+
+
+LAYOUT = Layout(
+    name="folder",
+    summary="one sub-folder of images per class",
+    detect=lambda path: path.is_dir() and looks_like_folder(path),
+    read=read_folder,
+)

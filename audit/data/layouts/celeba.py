@@ -18,7 +18,7 @@ from audit.data._common import (
     require_files,
     safe_image_path,
 )
-from audit.data.dataset import Dataset
+from audit.data.dataset import Dataset, Layout
 from audit.errors import DataError
 
 ATTR_FILE = "list_attr_celeba.txt"
@@ -176,3 +176,11 @@ def _read_partition(root: Path, files: list[str]) -> np.ndarray:
             f"image. Restore the original file or delete it to audit without splits."
         )
     return np.asarray([split_of[f] for f in files], dtype=str)
+
+
+LAYOUT = Layout(
+    name="celeba",
+    summary="the CelebA files (list_attr_celeba.txt and img_align_celeba/)",
+    detect=lambda path: path.is_dir() and (path / ATTR_FILE).is_file(),
+    read=read_celeba,
+)

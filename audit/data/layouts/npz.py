@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from audit.data._common import normalise_labels
-from audit.data.dataset import Dataset
+from audit.data.dataset import Dataset, Layout
 from audit.errors import DataError
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -237,3 +237,68 @@ def _to_nchw(images: np.ndarray, source: str) -> np.ndarray:
         f"'images' in {source} has shape {images.shape}; expected (N, H, W, C) or (N, C, H, W) "
         "with C = 1 or 3 channels, or (N, H, W) grayscale."
     )
+
+
+def _bundles(folder: Path) -> list[Path]:
+    """The ``.npz`` files directly inside ``folder``, sorted."""
+    return sorted(p for p in folder.glob("*.npz") if p.is_file())
+
+
+def detect(path: Path) -> bool:
+    """Whether DATA is an ``.npz`` bundle, or a folder holding one (or several, see ``read``).
+
+    Parameters
+    ----------
+    path : Path
+        DATA, resolved.
+
+    Returns
+    -------
+    bool
+        True for a ``.npz`` file; for a folder with exactly one bundle; and for a folder with
+        several bundles and no ``labels.csv`` (``read`` then says to pick one). A manifest
+        that keeps several bundles next to its ``labels.csv`` is read as a manifest.
+    """
+    if path.is_file():
+        return path.suffix.lower() == ".npz"
+    bundles = _bundles(path)
+    return len(bundles) == 1 or (len(bundles) > 1 and not (path / "labels.csv").is_file())
+
+
+def read(path: Path) -> Dataset:
+    """Read DATA as an npz bundle: the file itself, or the one bundle in the folder.
+
+    Parameters
+    ----------
+    path : Path
+        DATA, resolved.
+
+    Returns
+    -------
+    Dataset
+        See :func:`read_npz`.
+
+    Raises
+    ------
+    DataError
+        When the folder holds no bundle or several (which one to audit is not clear).
+    """
+    if path.is_file():
+        return read_npz(path)
+    bundles = _bundles(path)
+    if len(bundles) != 1:
+        raise DataError(
+            f"DATA ({path}) holds {len(bundles)} .npz files "
+            f"({', '.join(b.name for b in bundles[:5])}); it is not clear which one to audit. "
+            "Pass the .npz file itself as DATA."
+        )
+    return read_npz(bundles[0])
+
+
+LAYOUT = Layout(
+    name="npz",
+    summary="an .npz bundle with 'images', 'labels' and 'label_names'",
+    detect=detect,
+    read=read,
+    file_kind="an .npz bundle",
+)

@@ -18,9 +18,10 @@ from audit.data._common import (
     require_files,
     safe_image_path,
 )
-from audit.data.dataset import Dataset
+from audit.data.dataset import Dataset, Layout
 from audit.errors import DataError
 
+LABELS_FILE = "labels.csv"
 IMAGE_COLUMN = "image"
 SPLIT_COLUMN = "split"
 
@@ -114,3 +115,11 @@ def read_manifest(root: Path, labels_file: Path) -> Dataset:
         paths=paths,
         array=None,
     )
+
+
+LAYOUT = Layout(
+    name="manifest",
+    summary="a labels.csv manifest (column 'image' plus label columns)",
+    detect=lambda path: path.is_dir() and (path / LABELS_FILE).is_file(),
+    read=lambda path: read_manifest(path, path / LABELS_FILE),
+)
