@@ -29,8 +29,11 @@ from rich.progress import (
 )
 
 from audit._version import __version__
-from audit.config import AuditConfig, load_policy
+from audit.config import DEFAULT_SPARSITIES, AuditConfig, load_policy
 from audit.errors import EXIT_INPUT, EXIT_INTERNAL, AuditError, UsageError
+from audit.pruning.finetune import DEFAULT_FINETUNE_LR
+from audit.pruning.methods import method_help
+from audit.pruning.recovery import recovery_help
 
 app = typer.Typer(
     name="prune-audit",
@@ -195,22 +198,57 @@ def check(
         str | None, typer.Option(help="multilabel | binary | multiclass (default: inferred).")
     ] = None,
     sparsity: Annotated[
-        str, typer.Option(help="Comma list of sparsities to validate.")
-    ] = "0.8,0.9,0.95,0.98,0.99",
+        str | None,
+        typer.Option(
+            help="Comma list of sparsities to prune to and validate (default "
+            + ",".join(f"{x:g}" for x in DEFAULT_SPARSITIES)
+            + "; none with --pruned; N:M has its own)."
+        ),
+    ] = None,
     method: Annotated[
-        str, typer.Option(help="Magnitude pruning scope: global | layerwise.")
+        str,
+        typer.Option(
+            help="Pruning method: "
+            + "; ".join(f"{name} ({text})" for name, text in method_help())
+            + "."
+        ),
     ] = "global",
-    recovery: Annotated[str, typer.Option(help="After pruning: none | bn | finetune.")] = "bn",
+    recovery: Annotated[
+        str,
+        typer.Option(
+            help="After pruning: "
+            + "; ".join(f"{name} ({text})" for name, text in recovery_help())
+            + "."
+        ),
+    ] = "bn",
     exclude: Annotated[
         list[str] | None,
         typer.Option(help="fnmatch pattern of parameter names to leave dense (repeatable)."),
     ] = None,
+    pruned: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--pruned",
+            help="An already pruned/compressed model to audit against MODEL (repeatable); "
+            "any format MODEL accepts, plus safetensors, torch.nn.utils.prune / torch.ao.pruning "
+            "reparametrisations and timm checkpoints.",
+            readable=False,
+        ),
+    ] = None,
+    finetune_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Optimiser steps of --recovery finetune (default: 300 or two epochs, "
+            "whichever is more)."
+        ),
+    ] = None,
     finetune_epochs: Annotated[
-        int, typer.Option(help="Epochs of gradual pruning with --recovery finetune.")
-    ] = 2,
+        int | None,
+        typer.Option(help="Budget --recovery finetune in epochs instead of steps."),
+    ] = None,
     finetune_lr: Annotated[
-        float, typer.Option(help="Learning rate for --recovery finetune.")
-    ] = 1e-3,
+        float, typer.Option(help="Peak learning rate of --recovery finetune (warm-up + cosine).")
+    ] = DEFAULT_FINETUNE_LR,
     finetune_seeds: Annotated[
         str, typer.Option(help="Comma list of fine-tuning seeds (modal predictions define CIEs).")
     ] = "0",
@@ -280,15 +318,8 @@ def check(
                 dataclasses.asdict(pol) | overrides, source="(command-line overrides)"
             )
             source += " + command-line overrides"
-        choices = {
-            "method": (method, ("global", "layerwise")),
-            "recovery": (recovery, ("none", "bn", "finetune")),
-        }
-        if task is not None:
-            choices["task"] = (task, ("multilabel", "binary", "multiclass"))
-        for flag, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise UsageError(f"--{flag} {value!r} is not one of {', '.join(allowed)}.")
+        if task is not None and task not in ("multilabel", "binary", "multiclass"):
+            raise UsageError(f"--task {task!r} is not one of multilabel, binary, multiclass.")
         cfg = AuditConfig(
             model=model,
             data=data,
@@ -302,10 +333,12 @@ def check(
             arch=arch,
             trust_checkpoint=trust_checkpoint,
             task=task,  # type: ignore[arg-type]
-            sparsities=_floats(sparsity, "--sparsity") or (),
+            sparsities=_floats(sparsity, "--sparsity"),
             method=method,
             recovery=recovery,
             exclude=tuple(exclude or ()),  # type: ignore[arg-type]
+            pruned=tuple(pruned or ()),
+            finetune_steps=finetune_steps,
             finetune_epochs=finetune_epochs,
             finetune_lr=finetune_lr,
             finetune_seeds=tuple(

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from audit.errors import PolicyError, UsageError
+from audit.pruning.finetune import DEFAULT_FINETUNE_LR
+from audit.pruning.methods import get_method
+from audit.pruning.recovery import get_recovery
 
 Task = Literal["multilabel", "binary", "multiclass"]
-Method = Literal["global", "layerwise"]
-Recovery = Literal["none", "bn", "finetune"]
 Precision = Literal["fp32", "bf16", "fp16"]
 FailOn = Literal["validated", "forecast"]
 
@@ -178,12 +179,14 @@ class AuditConfig:
     arch: str | None = None
     trust_checkpoint: bool = False
     task: Task | None = None
-    sparsities: tuple[float, ...] = DEFAULT_SPARSITIES
-    method: Method = "global"
-    recovery: Recovery = "bn"
+    sparsities: tuple[float, ...] | None = None
+    method: str = "global"
+    recovery: str = "bn"
     exclude: tuple[str, ...] = ()
-    finetune_epochs: int = 2
-    finetune_lr: float = 1e-3
+    pruned: tuple[Path, ...] = ()
+    finetune_steps: int | None = None
+    finetune_epochs: int | None = None
+    finetune_lr: float = DEFAULT_FINETUNE_LR
     finetune_seeds: tuple[int, ...] = (0,)
     validate: bool = True
     device: str = "auto"
@@ -209,7 +212,35 @@ class AuditConfig:
         object.__setattr__(self, "model", Path(self.model))
         object.__setattr__(self, "data", Path(self.data))
         object.__setattr__(self, "out", Path(self.out))
-        for s in self.sparsities:
+        object.__setattr__(self, "pruned", tuple(Path(p) for p in self.pruned))
+        # The registries are the only source of valid names, for the CLI and the API alike.
+        for lookup, value in ((get_method, self.method), (get_recovery, self.recovery)):
+            try:
+                lookup(value)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        if self.sparsities is not None:
+            object.__setattr__(self, "sparsities", tuple(float(s) for s in self.sparsities))
+            if not self.sparsities:
+                raise UsageError(
+                    "--sparsity is empty; give a comma list such as 0.8,0.9,0.95, or drop it "
+                    "for the default levels."
+                )
+        if self.pruned and not self.validate:
+            raise UsageError(
+                "--pruned models are audited by measuring them (validation), which --no-validate "
+                "turns off; drop one of the two."
+            )
+        fixed = get_method(self.method).fixed_sparsity
+        if fixed is not None and self.sparsities is not None:
+            off = [s for s in self.sparsities if abs(s - fixed) > 1e-9]
+            if off:
+                raise UsageError(
+                    f"--method {self.method} always prunes to sparsity {fixed:g} (N of every M "
+                    f"weights kept), so --sparsity {','.join(f'{s:g}' for s in off)} cannot be "
+                    "audited with it; drop --sparsity or use --method global/layerwise."
+                )
+        for s in self.sparsities or ():
             if not 0.0 < float(s) < 1.0:
                 raise UsageError(
                     f"--sparsity value {s} is out of range; each sparsity is the fraction of "
@@ -231,10 +262,18 @@ class AuditConfig:
             ("--bootstrap", self.bootstrap, 0),
             ("--batch-size", self.batch_size or 1, 1),
             ("--image-size", self.image_size or 1, 1),
-            ("--finetune-epochs", self.finetune_epochs, 1),
+            ("--finetune-epochs", self.finetune_epochs or 1, 1),
+            ("--finetune-steps", self.finetune_steps or 1, 1),
         ):
             if value < minimum:
                 raise UsageError(f"{name} is {value}; it must be at least {minimum}.")
+        if self.finetune_epochs is not None and self.finetune_steps is not None:
+            raise UsageError(
+                f"--finetune-steps {self.finetune_steps} and --finetune-epochs "
+                f"{self.finetune_epochs} both set the fine-tuning budget; give one of them."
+            )
+        if not (math.isfinite(self.finetune_lr) and self.finetune_lr > 0):
+            raise UsageError(f"--finetune-lr is {self.finetune_lr}; it must be a number > 0.")
         for name, triple in (("--mean", self.mean), ("--std", self.std)):
             if triple is not None and (len(triple) != 3 or (name == "--std" and min(triple) <= 0)):
                 raise UsageError(
@@ -244,8 +283,20 @@ class AuditConfig:
 
     @property
     def audit_sparsities(self) -> tuple[float, ...]:
-        """Requested sparsities plus the policy's target sparsity, sorted and unique."""
-        levels = {round(float(s), 6) for s in self.sparsities}
-        if self.validate:
+        """The sparsities the tool prunes to itself, sorted and unique.
+
+        The requested ones (default ``DEFAULT_SPARSITIES``) plus the policy's target
+        sparsity; with ``pruned`` models and no ``sparsities`` none at all (the supplied
+        models replace the target); a method with a fixed sparsity (N:M) has only that one.
+        """
+        if not self.validate:
+            return ()
+        fixed = get_method(self.method).fixed_sparsity
+        if fixed is not None:
+            return (round(fixed, 6),)
+        if self.pruned and self.sparsities is None:
+            return ()
+        levels = {round(float(s), 6) for s in self.sparsities or DEFAULT_SPARSITIES}
+        if not self.pruned:
             levels.add(round(self.policy.target_sparsity, 6))
         return tuple(sorted(levels))

@@ -61,6 +61,7 @@ def level_checks(
     """Validated checks at one pruning level: every (target, group, limited metric) + accuracy."""
     mode = policy.thresholds
     s = level["sparsity"]
+    model = level.get("label") if level.get("source") == "supplied" else None
     checks = []
     for target, entry in level["delta"][mode].items():
         for group, metrics in entry["by_group"].items():
@@ -74,6 +75,7 @@ def level_checks(
                 value, detail = _upper(metrics[metric])
                 checks.append(
                     _check(f"delta_{metric}", target, group, s, value, getattr(policy, key), detail)
+                    | ({"model": model} if model else {})
                 )
         acc = entry["accuracy"]
         drop = None
@@ -90,6 +92,7 @@ def level_checks(
                 detail = f"accuracy change {acc['value']:+.4f} (no CI)"
         checks.append(
             _check("accuracy_drop", target, None, s, drop, policy.max_accuracy_drop, detail)
+            | ({"model": model} if model else {})
         )
     return checks
 
@@ -119,12 +122,28 @@ def _failed(checks: list[dict[str, Any]], policy: Policy) -> list[dict[str, Any]
     return [c for c in checks if c["outcome"] in bad]
 
 
+def judged_levels(levels: list[dict[str, Any]], policy: Policy) -> list[dict[str, Any]]:
+    """The levels the validated gate judges.
+
+    Every ``--pruned`` model when there are any (they replace ``target_sparsity``: they are
+    what ships), else the tool's own level closest to the policy's ``target_sparsity``.
+    """
+    supplied = [lv for lv in levels if lv.get("source") == "supplied"]
+    if supplied:
+        return supplied
+    return [min(levels, key=lambda lv: abs(lv["sparsity"] - policy.target_sparsity))]
+
+
 def max_safe_sparsity(
     levels: list[dict[str, Any]], dense: dict[str, Any], policy: Policy
 ) -> float | None:
-    """Largest audited sparsity such that it and every lower audited level pass (§6.5)."""
+    """Largest audited sparsity such that it and every lower audited level pass (§6.5).
+
+    Only the tool's own levels form this ladder; ``--pruned`` models are judged one by one.
+    """
     safe = None
-    for level in sorted(levels, key=lambda lv: lv["sparsity"]):
+    own = [lv for lv in levels if lv.get("source") != "supplied"]
+    for level in sorted(own, key=lambda lv: lv["sparsity"]):
         if _failed(level_checks(level, dense, policy), policy):
             break
         safe = level["sparsity"]
@@ -142,8 +161,8 @@ def evaluate_gate(
     """The ``gate`` object of the report.
 
     ``fail_on="validated"`` judges the level at ``target_sparsity`` (which the runner always
-    audits); without validation (``--no-validate``) the forecast is judged instead, and the
-    report says so.
+    audits), or every ``--pruned`` model when there are any (:func:`judged_levels`); without
+    validation (``--no-validate``) the forecast is judged instead, and the report says so.
     """
     mode = policy.fail_on
     notes = []
@@ -152,15 +171,23 @@ def evaluate_gate(
         notes.append("validation was disabled, so the dense-only forecast was judged")
     if mode == "validated":
         assert levels is not None
-        level = min(levels, key=lambda lv: abs(lv["sparsity"] - policy.target_sparsity))
-        checks = level_checks(level, dense, policy)
+        checks = [
+            check
+            for level in judged_levels(levels, policy)
+            for check in level_checks(level, dense, policy)
+        ]
     else:
         checks = forecast_checks(forecast, policy)
     failed = _failed(checks, policy)
     failures = [
         f"{c['name']} for {c['target']}"
         + (f" by {c['group']}" if c["group"] else "")
-        + (f" at sparsity {c['sparsity']:g}" if c["sparsity"] is not None else "")
+        + (f" for model {c['model']}" if c.get("model") else "")
+        + (
+            f" at sparsity {c['sparsity']:g}"
+            if c["sparsity"] is not None and not c.get("model")
+            else ""
+        )
         + (
             f": {c['value']:+.4f} > {c['limit']:g}"
             if c["outcome"] == "fail"

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -665,11 +666,30 @@ def training_batches(
     epoch: int,
     seed: int,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled (x, y) batches on the device for fine-tuning, seeded per epoch."""
+    """Shuffled (x, y) batches on the device for fine-tuning, seeded per epoch.
+
+    The ``n`` samples are cut into ``ceil(n / b)`` batches (``b = min(calib_batch_size,
+    64)``) whose sizes differ by at most one, so every sample is used every epoch and no
+    batch is a short remainder: BatchNorm in train mode over a 1–2-sample batch (at layers
+    whose maps are 1×1) gives degenerate statistics that enter the running averages, and
+    used to be the last step of every epoch (450 images in batches of 64 ended each epoch
+    with a 2-sample batch).
+
+    Raises
+    ------
+    ValueError
+        If there are fewer than two training samples (BatchNorm cannot train on one).
+    """
+    n = images.shape[0]
+    if n < 2:
+        raise ValueError(
+            f"fine-tuning needs at least 2 training samples (BatchNorm normalises over the "
+            f"batch); the train split has {n}"
+        )
     rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(images.shape[0])
+    order = rng.permutation(n)
     y_all = torch.from_numpy(np.ascontiguousarray(targets))
     bs = min(runtime.calib_batch_size, 64)
-    pieces = [order[a : a + bs] for a in range(0, len(order), bs)]
+    pieces = np.array_split(order, math.ceil(n / bs))
     for idx, x in zip(pieces, _device_batches(images, pieces, runtime, bs), strict=True):
         yield x, y_all[torch.from_numpy(idx)].to(runtime.device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime as _dt
 import io
 import shutil
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from audit import criteria, forecast, gate, inference, prune, validate
+from audit import criteria, forecast, gate, inference, pruning, validate
 from audit import metrics as M
 from audit._version import __version__
 from audit.config import AuditConfig
@@ -221,10 +222,11 @@ def _select(cfg: AuditConfig, ds: Dataset, lm: LoadedModel) -> Selection:
         train_name, train_idx = "train", split_idx("train", "--train-split")
     else:
         train_name, train_idx = None, np.zeros(0, dtype=np.int64)
-    if cfg.validate and cfg.recovery == "finetune" and len(train_idx) == 0:
+    needs_train = pruning.get_recovery(cfg.recovery).needs_train_split
+    if cfg.validate and cfg.audit_sparsities and needs_train and len(train_idx) == 0:
         raise DataError(
-            "--recovery finetune needs a train split; the dataset has none. Add a 'split' column "
-            "with train rows, pass --train-split NAME, or use --recovery bn."
+            f"--recovery {cfg.recovery} needs a train split; the dataset has none. Add a 'split' "
+            "column with train rows, pass --train-split NAME, or use --recovery bn."
         )
     return Selection(
         task=task,
@@ -327,9 +329,13 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
         ds = load_dataset(cfg.data, labels_file=cfg.labels_file)
         sel = _select(cfg, ds, lm)
         pre = _preprocess(cfg, ds, lm)
-        if cfg.validate:
+        if cfg.validate and cfg.audit_sparsities:
             _check_prunable(cfg, lm)
-        if cfg.save_pruned and lm.format not in ("prune-audit", "state_dict", "torchscript"):
+        if (
+            cfg.save_pruned
+            and not pruning.get_method(cfg.method).structural
+            and lm.format not in ("prune-audit", "state_dict", "torchscript")
+        ):
             raise UsageError(
                 f"--save-pruned cannot write a loadable copy of a {lm.format} model; it supports "
                 "prune-audit checkpoints, state_dicts (with --arch) and TorchScript. Convert the "
@@ -429,6 +435,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
         }
 
         report: dict[str, Any] | None = None
+        boot = None
         if dist_ctx.is_main:
             with progress.task("Dense criteria", None):
                 dense = criteria.model_metrics(pop, dense_probs, thresholds)
@@ -446,18 +453,16 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                         k.name: k.values[k.cells[i]] for k in pop.keys if "×" not in k.name
                     }
                     item["thumbnail"] = _thumbnail(eval_images, i)
-            boot = None
         levels: list[dict[str, Any]] = []
         pruned_probs: list[np.ndarray] = []
         if cfg.validate:
-            sparsities = cfg.audit_sparsities
             if dist_ctx.is_main:
                 with progress.task(f"Bootstrap ({cfg.bootstrap} paired resamples, dense)", None):
                     boot = validate.PairedBootstrap(
                         pop, dense_probs, thresholds, n_resamples=cfg.bootstrap, seed=cfg.seed
                     )
             train_cache = None
-            if cfg.recovery == "finetune":
+            if pruning.get_recovery(cfg.recovery).needs_train_split and cfg.audit_sparsities:
                 with progress.task("Decoding train images", len(sel.train_idx)) as advance:
                     train_cache = build_image_cache(
                         ds,
@@ -470,51 +475,36 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                 caches.append(train_cache)
             if cfg.save_pruned:
                 staging = Path(tempfile.mkdtemp(prefix=".prune-audit-", dir=_parent(cfg.out)))
-            with progress.task("Pruning levels", len(sparsities)) as advance_levels:
-                for s in sparsities:
-                    pm, stats, seed_probs = _pruned_pass(
-                        cfg,
-                        lm,
-                        sel,
-                        s,
-                        runtime,
-                        eval_images,
-                        calib_images,
-                        train_cache,
-                        ds,
-                        progress,
-                    )
-                    probs = np.mean(seed_probs, axis=0)
-                    pruned_probs.append(probs)
-                    if staging is not None and dist_ctx.is_main:
-                        _save_pruned(staging / f"pruned-{s:g}.pt", pm, lm, sel, pre)
-                    if dist_ctx.is_main:
-                        assert boot is not None
-                        levels.append(
-                            _level(
-                                pop,
-                                cfg,
-                                s,
-                                stats,
-                                seed_probs,
-                                dense_probs,
-                                thresholds,
-                                boot,
-                                eval_idx,
-                                ds,
-                            )
-                        )
-                    advance_levels(1)
-            del pm
+            run = _LevelRun(
+                cfg=cfg,
+                lm=lm,
+                sel=sel,
+                pre=pre,
+                ds=ds,
+                runtime=runtime,
+                eval_images=eval_images,
+                context=_recovery_context(
+                    cfg, sel, runtime, calib_images, train_cache, ds, progress
+                ),
+                progress=progress,
+                pop=pop,
+                dense_probs=dense_probs,
+                labels=labels,
+                thresholds=thresholds,
+                boot=boot,
+                eval_idx=eval_idx,
+                is_main=dist_ctx.is_main,
+                staging=staging,
+            )
+            _own_levels(run, levels, pruned_probs, warnings)
+            _supplied_levels(run, levels, pruned_probs)
 
         if not dist_ctx.is_main:
             return AuditResult(report={}, passed=True, files=())
 
         validation = None
         if cfg.validate:
-            main_level = min(
-                levels, key=lambda lv: abs(lv["sparsity"] - cfg.policy.target_sparsity)
-            )
+            main_level = gate.judged_levels(levels, cfg.policy)[0]
             agreement = validate.forecast_agreement(fc, main_level, mode=cfg.policy.thresholds)
             agreement["by_level"] = [
                 {
@@ -524,7 +514,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                 for lv in levels
             ]
             validation = {
-                "method": cfg.method,
+                "method": pruning.get_method(cfg.method).label,
                 "recovery": cfg.recovery,
                 "levels": levels,
                 "forecast_agreement": agreement,
@@ -621,10 +611,30 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
 
 
 def _save_pruned(
-    path: Path, pm: torch.nn.Module, lm: LoadedModel, sel: Selection, pre: dict[str, Any]
+    staging: Path,
+    stem: str,
+    pm: torch.nn.Module,
+    lm: LoadedModel,
+    sel: Selection,
+    pre: dict[str, Any],
+    method: pruning.PruningMethod,
 ) -> None:
-    """Write a pruned model in a form ``check`` loads back (same format family as the input)."""
+    """Write a pruned model in a form ``check`` (and ``--pruned``) loads back.
+
+    Same format family as the input; a structurally pruned model no longer fits its
+    architecture's state_dict, so it is written as a ``torch.export`` program (``.pt2``)
+    with a dynamic batch dimension.
+    """
     pm = pm.to("cpu").eval()
+    if method.structural:
+        size = int(pre["image_size"])
+        example = torch.zeros(2, 3, size, size)
+        program = torch.export.export(
+            pm, (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},)
+        )
+        torch.export.save(program, str(staging / f"{stem}.pt2"))
+        return
+    path = staging / f"{stem}.pt"
     if lm.format == "torchscript":
         torch.jit.save(pm, str(path))
         return
@@ -641,7 +651,7 @@ def _save_pruned(
 def _check_prunable(cfg: AuditConfig, lm: LoadedModel) -> None:
     """Fail before any inference when the model cannot be pruned/recovered as asked."""
     try:
-        params = prune.prunable_parameters(lm.model, exclude=cfg.exclude)
+        params = pruning.prunable_parameters(lm.model, exclude=cfg.exclude)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"--exclude: {exc}") from None
     if not params:
@@ -649,6 +659,13 @@ def _check_prunable(cfg: AuditConfig, lm: LoadedModel) -> None:
             f"The model {str(cfg.model)!r} has no prunable Conv/Linear weights"
             + (" left after --exclude" if cfg.exclude else "")
             + "; there is nothing to validate. Use --no-validate for the dense-only forecast."
+        )
+    method = pruning.get_method(cfg.method)
+    if method.structural and lm.format in ("torchscript", "export"):
+        raise UsageError(
+            f"--method {method.label} removes channels by editing the module graph, which a "
+            f"{lm.format} model does not expose. Give MODEL as a prune-audit checkpoint, a "
+            "state_dict with --arch, or a pickled module (--trust-checkpoint)."
         )
     if cfg.recovery == "bn" and lm.format == "export":
         has_bn = (
@@ -673,10 +690,13 @@ def _parent(out: Path) -> Path:
     return parent
 
 
-def _check_logits(logits: np.ndarray, sel: Selection, cfg: AuditConfig) -> None:
+def _check_logits(
+    logits: np.ndarray, sel: Selection, cfg: AuditConfig, *, model_path: Path | None = None
+) -> None:
+    model_path = model_path or cfg.model
     if logits.ndim != 2 or logits.shape[1] != len(sel.targets):
         raise CheckpointError(
-            f"The model {str(cfg.model)!r} produced "
+            f"The model {str(model_path)!r} produced "
             f"{logits.shape[1] if logits.ndim == 2 else logits.shape} "
             f"outputs per image but {len(sel.targets)} targets were selected "
             f"({', '.join(sel.targets)}). Pass one --target per model output, in output order."
@@ -685,11 +705,51 @@ def _check_logits(logits: np.ndarray, sel: Selection, cfg: AuditConfig) -> None:
     if bad.any():
         row, col = map(int, np.argwhere(bad)[0])
         raise CheckpointError(
-            f"The model {str(cfg.model)!r} produced NaN/Inf logits ({int(bad.any(axis=1).sum())} "
+            f"The model {str(model_path)!r} produced NaN/Inf logits ({int(bad.any(axis=1).sum())} "
             f"images; first at image row {row}, output {sel.targets[col]!r}). Check the "
             "checkpoint's weights and the preprocessing (--image-size, --mean, --std); with "
             "--precision fp16 try bf16 or fp32."
         )
+
+
+def _recovery_context(
+    cfg: AuditConfig,
+    sel: Selection,
+    runtime: inference.Runtime,
+    calib_images: torch.Tensor,
+    train_cache: ImageCache | None,
+    ds: Dataset,
+    progress: Progress,
+) -> pruning.RecoveryContext:
+    """Everything a recovery may use, built once per audit (batches stay lazy)."""
+    train_batches = loss_fn = None
+    if train_cache is not None:
+        y = _label_matrix(ds, sel, train_cache.indices)
+        target = y.argmax(axis=1) if sel.task == "multiclass" else y.astype(np.float32)
+        images = train_cache.images
+
+        def train_batches(epoch: int, seed: int) -> Any:
+            return inference.training_batches(images, target, runtime, epoch=epoch, seed=seed)
+
+        loss_fn = (
+            torch.nn.functional.cross_entropy
+            if sel.task == "multiclass"
+            else torch.nn.functional.binary_cross_entropy_with_logits
+        )
+    example = next(inference.input_batches(calib_images[:2], runtime, seed=cfg.seed))
+    return pruning.RecoveryContext(
+        device=runtime.device,
+        exclude=tuple(cfg.exclude),
+        prepare=lambda m: inference.prepare_model(m, runtime),
+        calib_batches=lambda: inference.input_batches(calib_images, runtime, seed=cfg.seed),
+        train_batches=train_batches,
+        loss_fn=loss_fn,
+        example_input=example,
+        finetune_steps=cfg.finetune_steps,
+        finetune_epochs=cfg.finetune_epochs,
+        finetune_lr=cfg.finetune_lr,
+        progress=progress.task,
+    )
 
 
 def _pruned_pass(
@@ -699,49 +759,18 @@ def _pruned_pass(
     s: float,
     runtime: inference.Runtime,
     eval_images: torch.Tensor,
-    calib_images: torch.Tensor,
-    train_cache: ImageCache | None,
-    ds: Dataset,
+    context: pruning.RecoveryContext,
     progress: Progress,
+    *,
+    recovery: pruning.Recovery | None = None,
 ) -> tuple[torch.nn.Module, Any, list[np.ndarray]]:
     """Prune a copy at sparsity s, recover, and return (model, stats, eval probabilities)."""
-    seeds = cfg.finetune_seeds if cfg.recovery == "finetune" else (cfg.seed,)
+    method = pruning.get_method(cfg.method)
+    recovery = recovery or pruning.get_recovery(cfg.recovery)
+    seeds = cfg.finetune_seeds if recovery.seeded else (cfg.seed,)
     all_probs = []
     for seed in seeds:
-        if cfg.recovery == "finetune":
-            assert train_cache is not None
-            y = _label_matrix(ds, sel, train_cache.indices)
-            target = y.argmax(axis=1) if sel.task == "multiclass" else y.astype(np.float32)
-            loss_fn = (
-                torch.nn.functional.cross_entropy
-                if sel.task == "multiclass"
-                else torch.nn.functional.binary_cross_entropy_with_logits
-            )
-            with progress.task(f"Fine-tuning to {s:g} (seed {seed})", cfg.finetune_epochs) as adv:
-                pm, stats = prune.gradual_prune_finetune(
-                    inference.prepare_model(lm.model, runtime),
-                    s,
-                    batches=lambda epoch, seed=seed, target=target: inference.training_batches(
-                        train_cache.images, target, runtime, epoch=epoch, seed=seed
-                    ),
-                    loss_fn=loss_fn,
-                    epochs=cfg.finetune_epochs,
-                    lr=cfg.finetune_lr,
-                    seed=seed,
-                    method=cfg.method,
-                    exclude=cfg.exclude,
-                    device=runtime.device,
-                    progress=lambda done, total: adv(1) if done else None,
-                )
-        else:
-            pm, stats = prune.prune_copy(lm.model, s, method=cfg.method, exclude=cfg.exclude)
-            pm = inference.prepare_model(pm, runtime)
-            if cfg.recovery == "bn":
-                prune.recalibrate_batchnorm(
-                    pm,
-                    inference.input_batches(calib_images, runtime, seed=cfg.seed),
-                    device=runtime.device,
-                )
+        pm, stats = recovery.run(lm.model, s, method, context, seed=seed)
         inference.broadcast_state(pm, runtime)
         with progress.task(f"Inference at sparsity {s:g}", eval_images.shape[0]) as adv:
             logits = inference.predict(pm, eval_images, runtime, progress=adv)
@@ -749,18 +778,186 @@ def _pruned_pass(
     return pm, stats, all_probs
 
 
+@dataclass(frozen=True)
+class _LevelRun:
+    """What producing and measuring one validation level needs (built once per audit)."""
+
+    cfg: AuditConfig
+    lm: LoadedModel
+    sel: Selection
+    pre: dict[str, Any]
+    ds: Dataset
+    runtime: inference.Runtime
+    eval_images: torch.Tensor
+    context: pruning.RecoveryContext
+    progress: Progress
+    pop: criteria.Population
+    dense_probs: np.ndarray
+    labels: np.ndarray
+    thresholds: dict[str, np.ndarray]
+    boot: validate.PairedBootstrap | None
+    eval_idx: np.ndarray
+    is_main: bool
+    staging: Path | None
+
+
+def _mean_accuracy(probs: np.ndarray, labels: np.ndarray, task: str) -> float:
+    """Top-1 accuracy (multiclass) or the mean over targets of accuracy at threshold 0.5."""
+    if task == "multiclass":
+        return float(np.mean(probs.argmax(axis=1) == labels.argmax(axis=1)))
+    return float(np.mean((probs > 0.5) == (labels == 1)))
+
+
+def _own_levels(
+    run: _LevelRun,
+    levels: list[dict[str, Any]],
+    pruned_probs: list[np.ndarray],
+    warnings: list[str],
+) -> None:
+    """Prune MODEL at each audited sparsity with the configured method and recovery."""
+    cfg = run.cfg
+    method = pruning.get_method(cfg.method)
+    recovery = pruning.get_recovery(cfg.recovery)
+    sparsities = cfg.audit_sparsities
+    dense_acc = _mean_accuracy(run.dense_probs, run.labels, run.sel.task)
+    pm = None
+    with run.progress.task("Pruning levels", len(sparsities)) as advance_levels:
+        for s in sparsities:
+            pm, stats, seed_probs = _pruned_pass(
+                cfg, run.lm, run.sel, s, run.runtime, run.eval_images, run.context, run.progress
+            )
+            probs = np.mean(seed_probs, axis=0)
+            pruned_probs.append(probs)
+            baseline = None
+            if recovery.needs_train_split and run.lm.format != "export":
+                # The cheapest recovery at the same sparsity: a fine-tuned level worse than it
+                # is a recovery that failed, not an effect of pruning.
+                _, _, bn_probs = _pruned_pass(
+                    cfg,
+                    run.lm,
+                    run.sel,
+                    s,
+                    run.runtime,
+                    run.eval_images,
+                    run.context,
+                    run.progress,
+                    recovery=pruning.get_recovery("bn"),
+                )
+                baseline = _mean_accuracy(bn_probs[0], run.labels, run.sel.task)
+            if run.staging is not None and run.is_main:
+                _save_pruned(run.staging, f"pruned-{s:g}", pm, run.lm, run.sel, run.pre, method)
+            if run.is_main:
+                level = _level(run, s, stats, seed_probs, label=f"{s:g}", source="method")
+                acc = _mean_accuracy(probs, run.labels, run.sel.task)
+                level["accuracy"] = {
+                    "dense": dense_acc,
+                    "pruned": acc,
+                    "change": acc - dense_acc,
+                    "one_shot_bn": baseline,
+                }
+                if baseline is not None and acc < baseline:
+                    warnings.append(
+                        f"At sparsity {s:g} the {cfg.recovery} level's accuracy {acc:.4f} is below "
+                        f"one-shot pruning + BatchNorm recalibration ({baseline:.4f}): the "
+                        "recovery failed, so this level measures a broken model rather than an "
+                        "effect of pruning. Raise --finetune-steps or lower --finetune-lr, or "
+                        "use --recovery bn."
+                    )
+                levels.append(level)
+            advance_levels(1)
+    del pm
+
+
+def _supplied_levels(
+    run: _LevelRun, levels: list[dict[str, Any]], pruned_probs: list[np.ndarray]
+) -> None:
+    """Audit each ``--pruned`` model against MODEL as a level of its own (SPEC §6.6)."""
+    cfg, sel = run.cfg, run.sel
+    dense_acc = _mean_accuracy(run.dense_probs, run.labels, sel.task)
+    dense_params = sum(p.numel() for p in run.lm.model.parameters())
+    for path in cfg.pruned:
+        lm = load_model(path, arch=cfg.arch, trust_checkpoint=cfg.trust_checkpoint)
+        _check_same_outputs(path, lm, run.lm, sel)
+        model = inference.prepare_model(lm.model, run.runtime)
+        inference.broadcast_state(model, run.runtime)
+        with run.progress.task(f"Inference of {path.name}", run.eval_images.shape[0]) as adv:
+            logits = inference.predict(model, run.eval_images, run.runtime, progress=adv)
+        _check_logits(logits, sel, cfg, model_path=path)
+        probs = criteria.probabilities(logits, sel.task)
+        pruned_probs.append(probs)
+        if not run.is_main:
+            continue
+        stats = _supplied_stats(lm.model, run.lm.model)
+        level = _level(run, stats.achieved, stats, [probs], label=path.name, source="supplied")
+        n_params = sum(p.numel() for p in lm.model.parameters())
+        acc = _mean_accuracy(probs, run.labels, sel.task)
+        level["model"] = {
+            "path": str(path),
+            "format": lm.format,
+            "n_parameters": int(n_params),
+            "n_parameters_dense": int(dense_params),
+            "parameter_reduction": 1.0 - n_params / dense_params if dense_params else None,
+            "shapes_differ": stats.structure is not None,
+        }
+        level["accuracy"] = {
+            "dense": dense_acc,
+            "pruned": acc,
+            "change": acc - dense_acc,
+            "one_shot_bn": None,
+        }
+        levels.append(level)
+
+
+def _supplied_stats(model: torch.nn.Module, dense: torch.nn.Module) -> pruning.PruneStats:
+    """Measured sparsity of a supplied model: zeros / prunable weights, overall and per layer.
+
+    When its prunable weights have other shapes than the dense model's (a structurally
+    pruned model), ``structure`` records both parameter counts.
+    """
+    stats = pruning.sparsity_stats(model, None, requested=0.0, method="supplied")
+    shapes = [tuple(p.shape) for _, p in pruning.prunable_parameters(model)]
+    dense_shapes = [tuple(p.shape) for _, p in pruning.prunable_parameters(dense)]
+    if shapes == dense_shapes:
+        return stats
+    return dataclasses.replace(
+        stats,
+        structure={
+            "n_parameters_dense": int(sum(p.numel() for p in dense.parameters())),
+            "n_parameters": int(sum(p.numel() for p in model.parameters())),
+            "macs_dense": None,
+            "macs": None,
+        },
+    )
+
+
+def _check_same_outputs(path: Path, lm: LoadedModel, dense: LoadedModel, sel: Selection) -> None:
+    """A supplied model must answer the same outputs, by count and by name, as MODEL."""
+    if lm.num_outputs is not None and lm.num_outputs != len(sel.targets):
+        raise CheckpointError(
+            f"--pruned model {str(path)!r} has {lm.num_outputs} outputs but the dense model "
+            f"{str(dense.outputs and ', '.join(dense.outputs) or len(sel.targets))} has "
+            f"{len(sel.targets)}; a pruned model must keep every output of the model it was "
+            "pruned from. Pass the pruned copy of this MODEL."
+        )
+    if lm.outputs and dense.outputs and list(lm.outputs) != list(dense.outputs):
+        raise CheckpointError(
+            f"--pruned model {str(path)!r} names its outputs {', '.join(lm.outputs)} but the "
+            f"dense model names them {', '.join(dense.outputs)}; a pruned model must keep the "
+            "outputs of the model it was pruned from, in the same order."
+        )
+
+
 def _level(
-    pop: criteria.Population,
-    cfg: AuditConfig,
+    run: _LevelRun,
     s: float,
     stats: Any,
     seed_probs: list[np.ndarray],
-    dense_probs: np.ndarray,
-    thresholds: dict[str, np.ndarray],
-    boot: validate.PairedBootstrap,
-    eval_idx: np.ndarray,
-    ds: Dataset,
+    *,
+    label: str,
+    source: str,
 ) -> dict[str, Any]:
+    pop, cfg, dense_probs, thresholds = run.pop, run.cfg, run.dense_probs, run.thresholds
+    assert run.boot is not None
     # With several fine-tuning seeds the level's metrics are those of the seed-averaged
     # probabilities, while flips and CIEs use each sample's modal prediction (SPEC §6.3).
     probs = np.mean(seed_probs, axis=0)
@@ -773,16 +970,24 @@ def _level(
     flip_stats, flipped = validate.flips(pop, dense_pred, pruned_pred)
     cie = np.flatnonzero(flipped.any(axis=1))
     sd = stats.to_dict()
-    return {
+    level = {
         "sparsity": float(s),
+        "label": label,
+        "source": source,
         "achieved_sparsity": float(sd["achieved"]),
         "per_layer": sd["per_layer"],
         "metrics": criteria.model_metrics(pop, probs, thresholds),
-        "delta": boot.deltas(probs),
+        "delta": run.boot.deltas(probs),
         "flips": flip_stats,
         "ranking_quality": validate.ranking_quality(pop, dense_probs, flipped, k=cfg.top_k),
-        "cie": {"count": int(len(cie)), "ids": [str(ds.ids[eval_idx[i]]) for i in cie[:50]]},
+        "cie": {
+            "count": int(len(cie)),
+            "ids": [str(run.ds.ids[run.eval_idx[i]]) for i in cie[:50]],
+        },
     }
+    if "structure" in sd:
+        level["structure"] = sd["structure"]
+    return level
 
 
 def _modal_prediction(preds: list[np.ndarray], dense_pred: np.ndarray, task: str) -> np.ndarray:

@@ -39,7 +39,7 @@ if "--omp-active" not in sys.argv:
 import torch
 import torchvision
 
-from audit import inference, prune
+from audit import inference, pruning
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -95,7 +95,7 @@ def main() -> None:
     def recal(runtime: inference.Runtime, model: torch.nn.Module) -> Callable[[], None]:
         def run() -> None:
             batches = inference.input_batches(images, runtime, max_samples=None)
-            prune.recalibrate_batchnorm(model, batches)
+            pruning.recalibrate_batchnorm(model, batches)
 
         return run
 

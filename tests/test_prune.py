@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-import audit.prune
-from audit.prune import (
+import audit.pruning.finetune
+from audit.pruning import (
     LayerSparsity,
     PruneStats,
     apply_masks,
@@ -380,8 +380,10 @@ def test_sparsity_of_wrong_type_is_rejected():
 
 
 def test_unknown_method_is_rejected():
+    with pytest.raises(ValueError, match=r"--method 'l1' is not one of global, layerwise, N:M"):
+        prune_copy(make_mlp(), 0.5, method="l1")
     with pytest.raises(ValueError, match=r"method must be 'global' or 'layerwise'; got 'l1'"):
-        prune_copy(make_mlp(), 0.5, method="l1")  # type: ignore[arg-type]
+        magnitude_masks(make_mlp(), 0.5, method="l1")
 
 
 def test_model_without_prunable_weights_is_rejected():
@@ -599,7 +601,7 @@ def test_gradual_pruning_keeps_early_masks_through_training(monkeypatch):
         apply_masks(net, masks)
         seen.append({k: (v.detach() == 0).clone() for k, v in net.named_parameters() if k in masks})
 
-    monkeypatch.setattr(audit.prune, "apply_masks", spy)
+    monkeypatch.setattr(audit.pruning.finetune, "apply_masks", spy)
     finetune(model, data, prune_every=4)
     assert len(seen) > 24
     for earlier, later in zip(seen, seen[1:], strict=False):
@@ -680,7 +682,9 @@ def test_gradual_pruning_without_batches_prunes_one_shot():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"epochs": 0}, r"epochs must be an integer >= 1; got 0"),
+        ({"epochs": 0}, r"epochs must be None or an integer >= 1; got 0"),
+        ({"steps": 0}, r"steps must be None or an integer >= 1; got 0"),
+        ({"steps": 3, "epochs": 1}, r"give steps or epochs, not both; got steps=3, epochs=1"),
         ({"lr": 0.0}, r"lr must be a finite number > 0; got 0.0"),
         ({"prune_every": 0}, r"prune_every must be None or an integer >= 1; got 0"),
         ({"initial_sparsity": 0.9}, r"initial_sparsity 0.9 is above the target sparsity 0.8"),
