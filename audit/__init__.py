@@ -16,6 +16,11 @@ from audit.errors import (  # noqa: E402
     UsageError,
 )
 from audit.model_io import save_checkpoint  # noqa: E402
+from audit.report.formats import (  # noqa: E402
+    ReportFormat,
+    register_report_format,
+    report_format_names,
+)
 
 
 def run_audit(config: AuditConfig, **kwargs: object) -> object:
@@ -33,9 +38,12 @@ __all__ = [
     "InputError",
     "Policy",
     "PolicyError",
+    "ReportFormat",
     "UsageError",
     "__version__",
     "load_policy",
+    "register_report_format",
+    "report_format_names",
     "run_audit",
     "save_checkpoint",
 ]

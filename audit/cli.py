@@ -34,6 +34,7 @@ from audit.errors import EXIT_INPUT, EXIT_INTERNAL, AuditError, UsageError
 from audit.pruning.finetune import DEFAULT_FINETUNE_LR
 from audit.pruning.methods import method_help
 from audit.pruning.recovery import recovery_help
+from audit.report.formats import check_formats, report_format_names
 
 app = typer.Typer(
     name="prune-audit",
@@ -42,6 +43,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",  # reflow docstring paragraphs instead of keeping line breaks
+)
+_FORMAT_HELP = (
+    f"Comma list of report formats: {', '.join(report_format_names())} (and any format a "
+    "plug-in registered with audit.register_report_format)."
 )
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
@@ -115,7 +120,7 @@ def _fail(exc: BaseException) -> typer.Exit:
     return typer.Exit(EXIT_INTERNAL)
 
 
-def _warn(report: dict[str, Any]) -> None:
+def _warn(report: dict[str, Any], notices: tuple[str, ...] = ()) -> None:
     """Print the report's warnings on stderr (small groups, skipped images, ...).
 
     Parameters
@@ -123,8 +128,10 @@ def _warn(report: dict[str, Any]) -> None:
     report : dict
         The report data; its ``warnings`` list is printed one line each, even with
         ``--quiet``, which silences progress only.
+    notices : tuple of str, default=()
+        Warnings raised after the reports were written (a failed MLflow logging).
     """
-    for message in report.get("warnings") or ():
+    for message in [*(report.get("warnings") or ()), *notices]:
         err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", soft_wrap=True)
 
 
@@ -141,6 +148,8 @@ def _summary(result: Any, console: Console) -> None:
         console.print(f"  … and {len(rep['gate']['failures']) - 10} more (see report.md)")
     for f in result.files:
         console.print(f"wrote {escape(str(f))}")
+    if getattr(result, "mlflow_run_id", None):
+        console.print(f"logged to MLflow run {result.mlflow_run_id}")
 
 
 @app.command()
@@ -284,9 +293,7 @@ def check(
         int | None, typer.Option(help="Override the policy's min_group_size.")
     ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Report directory.")] = Path("reports"),
-    format: Annotated[
-        str, typer.Option("--format", help="Comma list of json,md,html.")
-    ] = "json,md,html",
+    format: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "json,md,html",
     save_pruned: Annotated[
         bool, typer.Option(help="Also write each pruned model as a checkpoint.")
     ] = False,
@@ -298,6 +305,14 @@ def check(
         Path | None, typer.Option(help="Also write the Markdown summary to this file.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow",
+            help="Also log parameters, checks and reports to the active MLflow tracking URI "
+            "(MLFLOW_TRACKING_URI; needs the extra prune-audit[mlflow]).",
+        ),
+    ] = False,
 ) -> None:
     """Audit MODEL on DATA: dense criteria, forecast, validation by pruning, reports, gate."""
     # Path parameters say readable=False: click would reject an unreadable file as a usage
@@ -357,11 +372,12 @@ def check(
             seed=seed,
             policy=pol,
             policy_source=source,
-            formats=tuple(f.strip() for f in format.split(",") if f.strip()),
+            formats=tuple(format.split(",")),  # the config validates against the registry
             save_pruned=save_pruned,
             skip_bad_images=skip_bad_images,
             summary_out=summary_out,
             quiet=quiet,
+            mlflow=mlflow,
         )
         from audit.runner import SilentProgress, run_audit
 
@@ -374,7 +390,7 @@ def check(
         raise _fail(exc) from None
     if not result.report:  # a non-zero torchrun rank: rank 0 reports
         raise typer.Exit(0)
-    _warn(result.report)
+    _warn(result.report, result.notices)
     _summary(result, out)
     raise typer.Exit(result.exit_code)
 
@@ -384,9 +400,7 @@ def report(
     audit_json: Annotated[
         Path, typer.Argument(help="A report.json written by `check`.", readable=False)
     ],
-    format: Annotated[
-        str, typer.Option("--format", help="Comma list of json,md,html.")
-    ] = "md,html",
+    format: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "md,html",
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Directory (default: beside AUDIT_JSON).")
     ] = None,
@@ -411,12 +425,7 @@ def report(
             validate_report(data)
         except ValueError as exc:
             raise AuditError(f"{str(audit_json)!r} is not a prune-audit report: {exc}") from None
-        formats = tuple(f.strip() for f in format.split(",") if f.strip())
-        bad = [f for f in formats if f not in ("json", "md", "html")]
-        if bad or not formats:
-            raise UsageError(
-                f"--format {format!r} is not valid; use a comma list of json, md, html."
-            )
+        formats = check_formats(format)
         files = write_reports(data, out_dir or audit_json.parent, formats=formats)
     except typer.Exit:
         raise

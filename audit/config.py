@@ -23,7 +23,9 @@ Precision = Literal["fp32", "bf16", "fp16"]
 FailOn = Literal["validated", "forecast"]
 
 DEFAULT_SPARSITIES: tuple[float, ...] = (0.8, 0.9, 0.95, 0.98, 0.99)
-FORMATS = ("json", "md", "html")
+#: Report formats written when none are chosen; every registered format can be asked for
+#: (``audit.report.formats``: built in json, md, html, junit).
+DEFAULT_FORMATS: tuple[str, ...] = ("json", "md", "html")
 
 
 @dataclass(frozen=True)
@@ -202,11 +204,12 @@ class AuditConfig:
     uncertainty_band: tuple[float, float] = (0.1, 0.9)
     policy: Policy = field(default_factory=Policy)
     policy_source: str = "built-in"
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     save_pruned: bool = False
     skip_bad_images: bool = False
     summary_out: Path | None = None
     quiet: bool = False
+    mlflow: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", Path(self.model))
@@ -246,12 +249,14 @@ class AuditConfig:
                     f"--sparsity value {s} is out of range; each sparsity is the fraction of "
                     "weights removed, strictly between 0 and 1 (e.g. 0.8,0.9,0.95)."
                 )
-        bad = [f for f in self.formats if f not in FORMATS]
-        if bad or not self.formats:
-            raise UsageError(
-                f"--format {','.join(self.formats)!r} is not valid; use a comma list of "
-                f"{', '.join(FORMATS)}."
-            )
+        # The registry imports the renderers; imported here so that the config stays light.
+        from audit.report.formats import check_formats
+
+        object.__setattr__(self, "formats", check_formats(self.formats))
+        if self.mlflow:
+            from audit.integrations.mlflow import require
+
+            require()
         lo, hi = self.uncertainty_band
         if not 0.0 <= lo < 0.5 < hi <= 1.0:
             raise UsageError(

@@ -69,6 +69,11 @@ class AuditResult:
     report: dict[str, Any]
     passed: bool
     files: tuple[Path, ...] = field(default=())
+    #: The MLflow run the audit was logged to (``mlflow=True``), else None.
+    mlflow_run_id: str | None = None
+    #: Warnings raised after the reports were written (so not in report.json), e.g. a failed
+    #: MLflow logging; the CLI prints them with the report's warnings.
+    notices: tuple[str, ...] = ()
 
     @property
     def gate(self) -> dict[str, Any]:
@@ -601,13 +606,37 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                 summary_out=cfg.summary_out,
                 extra_files=sorted(staging.iterdir()) if staging is not None else (),
             )
-        return AuditResult(report=report, passed=bool(gate_result["passed"]), files=tuple(files))
+        run_id, notices = _log_to_mlflow(cfg, report, files) if cfg.mlflow else (None, ())
+        return AuditResult(
+            report=report,
+            passed=bool(gate_result["passed"]),
+            files=tuple(files),
+            mlflow_run_id=run_id,
+            notices=notices,
+        )
     finally:
         for c in caches:
             c.close()
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         inference.shutdown_distributed()
+
+
+def _log_to_mlflow(
+    cfg: AuditConfig, report: dict[str, Any], files: list[Path]
+) -> tuple[str | None, tuple[str, ...]]:
+    """Log the written audit to MLflow; a failure is a warning, never a lost report."""
+    from audit.integrations.mlflow import log_audit
+
+    try:
+        return log_audit(report, files, cfg), ()
+    except Exception as exc:  # noqa: BLE001 - the reports are written; the gate decides the exit
+        return None, (
+            f"--mlflow: logging to MLflow failed ({type(exc).__name__}: {exc}); the reports "
+            f"in {cfg.out} are complete and the exit code is the gate's. Check "
+            "MLFLOW_TRACKING_URI (a file: store also needs MLFLOW_ALLOW_FILE_STORE=true with "
+            "MLflow 3) and rerun, or log them later.",
+        )
 
 
 def _save_pruned(

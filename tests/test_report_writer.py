@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 import audit.report.writer as writer
-from audit.report import render_markdown, write_reports
+from audit.report import formats, render_markdown, write_reports
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report_example.json"
 
@@ -22,6 +23,12 @@ def report() -> dict:
 def _no_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     # CI sets this; tests that want it set it themselves.
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def _break(monkeypatch: pytest.MonkeyPatch, name: str, render: object) -> None:
+    """Swap a registered format's renderer for the test (restored afterwards)."""
+    entry = dataclasses.replace(formats.get_report_format(name), render=render)
+    monkeypatch.setitem(formats._REGISTRY, name, entry)
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -106,7 +113,7 @@ def test_render_failure_leaves_nothing_new_in_a_new_dir(
     def boom(_: dict) -> str:
         raise RuntimeError("template exploded")
 
-    monkeypatch.setattr(writer, "render_html", boom)
+    _break(monkeypatch, "html", boom)
     out = tmp_path / "a" / "b" / "reports"
     with pytest.raises(RuntimeError, match="template exploded"):
         write_reports(report, out, predictions=_predictions())
@@ -125,7 +132,7 @@ def test_render_failure_keeps_an_existing_dir_as_it_was(
     def boom(_: dict) -> str:
         raise RuntimeError("template exploded")
 
-    monkeypatch.setattr(writer, "render_html", boom)
+    _break(monkeypatch, "html", boom)
     with pytest.raises(RuntimeError):
         write_reports(report, out)
     assert _tree(tmp_path) == before
@@ -183,7 +190,7 @@ def test_step_summary_untouched_when_rendering_fails(
     def boom(_: dict) -> str:
         raise RuntimeError("no")
 
-    monkeypatch.setattr(writer, "render_json", boom)
+    _break(monkeypatch, "json", boom)
     with pytest.raises(RuntimeError):
         write_reports(report, tmp_path / "out")
     assert summary.read_text(encoding="utf-8") == "before\n"
@@ -213,7 +220,7 @@ def test_extra_files_join_the_atomic_write(
     def boom(_: dict) -> str:
         raise RuntimeError("template exploded")
 
-    monkeypatch.setattr(writer, "render_html", boom)
+    _break(monkeypatch, "html", boom)
     out2 = tmp_path / "out2"
     with pytest.raises(RuntimeError, match="template exploded"):
         write_reports(report, out2, formats=["json", "html"], extra_files=[extra])

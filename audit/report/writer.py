@@ -1,9 +1,10 @@
 """Write the report files into the output directory, all or nothing.
 
-Owns: the file names, the atomic placement of ``report.json``/``report.md``/``report.html``
-and ``predictions.npz``, and the Markdown copies for ``$GITHUB_STEP_SUMMARY`` and
-``summary_out``. Renderers format and never compute a metric; this module only validates
-the dict, calls them and moves their output into place.
+Owns: the atomic placement of the report files and ``predictions.npz``, and the Markdown
+copies for ``$GITHUB_STEP_SUMMARY`` and ``summary_out``. Which formats exist, their file
+names and renderers belong to the registry (:mod:`audit.report.formats`). Renderers format
+and never compute a metric; this module only validates the dict, calls them and moves their
+output into place.
 """
 
 from __future__ import annotations
@@ -12,18 +13,15 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from audit.report.html import render_html
-from audit.report.json_report import render_json
-from audit.report.markdown import render_markdown
+from audit.report.formats import check_formats, get_report_format
 from audit.report.schema import validate_report
 
-FILENAMES: dict[str, str] = {"json": "report.json", "md": "report.md", "html": "report.html"}
 PREDICTIONS_NAME = "predictions.npz"
 # np.savez_compressed takes these as its own parameters, so they cannot name an array.
 _RESERVED_KEYS = frozenset({"file", "allow_pickle", "args", "kwds"})
@@ -51,8 +49,9 @@ def write_reports(
         The report dict (docs/report-json.md); validated against the shipped schema.
     out_dir : str or PathLike
         Directory to write into (created, with its parents, if missing).
-    formats : sequence of {"json", "md", "html"}
-        Which report files to write.
+    formats : sequence of str, default=("json", "md", "html")
+        Which report files to write: names registered in :mod:`audit.report.formats`
+        (built in: ``json``, ``md``, ``html``, ``junit``).
     predictions : Mapping of str to array-like, optional
         Per-sample arrays (SPEC §7) written to ``predictions.npz`` with
         ``np.savez_compressed``; string arrays are stored as fixed-width unicode so that the
@@ -72,8 +71,10 @@ def write_reports(
 
     Raises
     ------
+    UsageError
+        For an unknown format (the same message as ``--format``).
     ValueError
-        For an unknown format, a report that does not match the schema or holds NaN.
+        For a report that does not match the schema or holds NaN.
     TypeError
         For prediction arrays that would need pickle to load.
 
@@ -82,7 +83,7 @@ def write_reports(
     When the environment variable ``GITHUB_STEP_SUMMARY`` names a file, the Markdown report
     is appended to it (whatever ``formats`` says), after all files are in place.
     """
-    fmts = _check_formats(formats)
+    fmts = [get_report_format(name) for name in check_formats(formats)]
     validate_report(report)
     arrays = _prediction_arrays(predictions) if predictions is not None else None
     out = Path(out_dir).absolute()
@@ -93,13 +94,13 @@ def write_reports(
     placed: list[tuple[Path, Path | None]] = []
     try:
         markdown = None
-        if "md" in fmts or step_summary or summary_out is not None:
-            markdown = render_markdown(report)
+        if any(f.name == "md" for f in fmts) or step_summary or summary_out is not None:
+            markdown = get_report_format("md").render(report)
         names = []
         for fmt in fmts:
-            text = markdown if fmt == "md" else _renderers()[fmt](report)
-            (stage / FILENAMES[fmt]).write_text(text, encoding="utf-8")
-            names.append(FILENAMES[fmt])
+            text = markdown if fmt.name == "md" else fmt.render(report)
+            (stage / fmt.filename).write_text(text, encoding="utf-8")
+            names.append(fmt.filename)
         if arrays is not None:
             with open(stage / PREDICTIONS_NAME, "wb") as fh:
                 np.savez_compressed(fh, allow_pickle=False, **arrays)
@@ -132,23 +133,6 @@ def write_reports(
         if backup is not None:
             backup.unlink(missing_ok=True)
     return [out / name for name in names]
-
-
-def _renderers() -> dict[str, Callable[[Mapping[str, Any]], str]]:
-    # Looked up at call time so that the module's functions can be swapped (tests do).
-    return {"json": render_json, "md": render_markdown, "html": render_html}
-
-
-def _check_formats(formats: Sequence[str]) -> list[str]:
-    if isinstance(formats, str):
-        formats = [f.strip() for f in formats.split(",") if f.strip()]
-    unknown = [f for f in formats if f not in FILENAMES]
-    if unknown:
-        raise ValueError(
-            f"unknown report format(s) {unknown}; choose from {sorted(FILENAMES)} "
-            "(e.g. --format json,md,html)"
-        )
-    return list(dict.fromkeys(formats))
 
 
 def _prediction_arrays(predictions: Mapping[str, Any]) -> dict[str, np.ndarray]:
