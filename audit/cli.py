@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -104,7 +106,93 @@ def _floats(text: str | None, flag: str, n: int | None = None) -> tuple[float, .
         raise UsageError(
             f"{flag} {text!r} must have {n or 'at least one'} comma-separated numbers."
         )
+    if not all(math.isfinite(v) for v in values):
+        raise UsageError(f"{flag} {text!r} must hold finite numbers (not nan or inf).")
     return values
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    values = _floats(text, flag) or ()
+    if not all(v == int(v) for v in values):
+        raise UsageError(f"{flag} {text!r} must be a comma-separated list of whole numbers.")
+    return tuple(int(v) for v in values)
+
+
+def _policy_overrides(
+    target_sparsity: float | None, fail_on: str | None, min_group_size: int | None
+) -> dict[str, Any]:
+    """The policy keys given as flags, checked here so a bad value is a usage error (exit 2).
+
+    The same values in a policy file are input errors (exit 3, ``config.policy_from_mapping``).
+    """
+    overrides: dict[str, Any] = {}
+    if target_sparsity is not None:
+        if not 0.0 < target_sparsity < 1.0:  # also refuses nan
+            raise UsageError(
+                f"--target-sparsity {target_sparsity} is out of range; it is the fraction of "
+                "weights removed, strictly between 0 and 1 (e.g. 0.9 for 90% sparsity)."
+            )
+        overrides["target_sparsity"] = target_sparsity
+    if fail_on is not None:
+        if fail_on not in ("validated", "forecast"):
+            raise UsageError(
+                f"--fail-on {fail_on!r} is not one of validated, forecast (judge the pruned "
+                "models' measured changes, or the dense-only forecast)."
+            )
+        overrides["fail_on"] = fail_on
+    if min_group_size is not None:
+        if min_group_size < 1:
+            raise UsageError(
+                f"--min-group-size {min_group_size} must be at least 1 (cells with fewer "
+                "samples are shown but left out of gaps)."
+            )
+        overrides["min_group_size"] = min_group_size
+    return overrides
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so cleanup runs as for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _terminate_like_interrupt() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into :class:`Interrupted` while a command runs.
+
+    Every staging folder and pruned checkpoint is removed by the ``finally`` blocks that
+    Ctrl-C already runs. The handler is one-shot: a second signal during that cleanup is
+    ignored rather than cutting it short.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signum, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {}
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is None:
+            continue
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: signals cannot be handled here
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> typer.Exit:
+    signum = getattr(exc, "signum", signal.SIGINT)
+    err.print(
+        f"[bold red]interrupted[/bold red] ({signal.Signals(signum).name}); nothing was "
+        "written to the report folder."
+    )
+    return typer.Exit(128 + int(signum))
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -318,14 +406,8 @@ def check(
     # Path parameters say readable=False: click would reject an unreadable file as a usage
     # error (exit 2); the loaders report it as the input error it is (exit 3, SPEC §10).
     try:
+        overrides = _policy_overrides(target_sparsity, fail_on, min_group_size)
         pol, source = load_policy(policy)
-        overrides: dict[str, Any] = {}
-        if target_sparsity is not None:
-            overrides["target_sparsity"] = target_sparsity
-        if fail_on is not None:
-            overrides["fail_on"] = fail_on
-        if min_group_size is not None:
-            overrides["min_group_size"] = min_group_size
         if overrides:
             from audit.config import policy_from_mapping
 
@@ -356,9 +438,7 @@ def check(
             finetune_steps=finetune_steps,
             finetune_epochs=finetune_epochs,
             finetune_lr=finetune_lr,
-            finetune_seeds=tuple(
-                int(x) for x in _floats(finetune_seeds, "--finetune-seeds") or (0,)
-            ),
+            finetune_seeds=_ints(finetune_seeds, "--finetune-seeds"),
             validate=not no_validate,
             device=device,
             precision=precision,  # type: ignore[arg-type]
@@ -381,12 +461,13 @@ def check(
         )
         from audit.runner import SilentProgress, run_audit
 
-        result = run_audit(cfg, progress=SilentProgress() if quiet else RichProgress(err))
+        with _terminate_like_interrupt():
+            result = run_audit(cfg, progress=SilentProgress() if quiet else RichProgress(err))
     except typer.Exit:
         raise
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc) from None
     except BaseException as exc:  # noqa: BLE001 - every failure maps to a documented exit code
-        if isinstance(exc, KeyboardInterrupt):
-            raise
         raise _fail(exc) from None
     if not result.report:  # a non-zero torchrun rank: rank 0 reports
         raise typer.Exit(0)
@@ -416,6 +497,18 @@ def report(
                 f"Cannot read {str(audit_json)!r}: {exc.strerror or exc}. "
                 "Pass a report.json written by `prune-audit check`."
             ) from None
+        except UnicodeDecodeError as exc:
+            raise AuditError(
+                f"{str(audit_json)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                f"offset {exc.start}), so it is not a report.json written by prune-audit. Pass "
+                "the report.json that `prune-audit check` wrote."
+            ) from None
+        except RecursionError:
+            raise AuditError(
+                f"{str(audit_json)!r} nests JSON arrays or objects too deeply to read; it is "
+                "not a report.json written by prune-audit. Pass the report.json that "
+                "`prune-audit check` wrote."
+            ) from None
         except json.JSONDecodeError as exc:
             raise AuditError(
                 f"{str(audit_json)!r} is not valid JSON ({exc}). "
@@ -426,9 +519,12 @@ def report(
         except ValueError as exc:
             raise AuditError(f"{str(audit_json)!r} is not a prune-audit report: {exc}") from None
         formats = check_formats(format)
-        files = write_reports(data, out_dir or audit_json.parent, formats=formats)
+        with _terminate_like_interrupt():
+            files = write_reports(data, out_dir or audit_json.parent, formats=formats)
     except typer.Exit:
         raise
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc) from None
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from None
     for f in files:
@@ -442,22 +538,41 @@ def demo(
     ),
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
     bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the example data and model.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the example data (and of the model, with --retrain).")
+    ] = 0,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            help="Train the example model on this machine instead of using the shipped one "
+            "(always done for a seed other than 0); its numbers then depend on the CPU."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Build the bundled example (synthetic data + trained CNN, cached) and audit it.
+    """Audit the bundled example: seeded synthetic data (cached) and the shipped small CNN.
 
     The demo exits 0 when the audit ran, whatever the gate decided: the example is built so
     that pruning does increase bias on one attribute, and the report shows it.
     """
     progress = None
     try:
-        from audit.demo import DEMO_GROUP, prepare_demo
+        from audit.demo import DEMO_GROUP, demo_data_matches_shipped, prepare_demo
         from audit.runner import SilentProgress, run_audit
 
         progress = SilentProgress() if quiet else RichProgress(err)
-        with progress.task("Preparing the example (cached after the first run)", None):
-            model_path, data_dir = prepare_demo(seed=seed)
+        with (
+            _terminate_like_interrupt(),
+            progress.task("Preparing the example (cached after the first run)", None),
+        ):
+            model_path, data_dir = prepare_demo(seed=seed, retrain=retrain)
+        if seed == 0 and not demo_data_matches_shipped(data_dir):
+            err.print(
+                "[yellow]warning:[/yellow] the generated example data differ from the data "
+                "the shipped model was measured on (another numpy version?), so the numbers "
+                f"can differ from README's. Data: {escape(str(data_dir))}",
+                soft_wrap=True,
+            )
         cfg = AuditConfig(
             model=model_path,
             data=data_dir,
@@ -468,9 +583,12 @@ def demo(
             seed=seed,
             quiet=quiet,
         )
-        result = run_audit(cfg, progress=progress)
+        with _terminate_like_interrupt():
+            result = run_audit(cfg, progress=progress)
     except typer.Exit:
         raise
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc) from None
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from None
     _warn(result.report)

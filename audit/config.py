@@ -124,8 +124,9 @@ def load_policy(path: str | Path | None, *, cwd: Path | None = None) -> tuple[Po
     Parameters
     ----------
     path : str or Path or None
-        An explicit policy TOML file (``--policy``). Its keys may sit at the top level or
-        under ``[tool.prune-audit]``.
+        An explicit policy TOML file (``--policy``). Its keys sit either at the top level or
+        under ``[tool.prune-audit]``, not both (a top-level key beside that table would be
+        silently ignored, so it is refused).
     cwd : Path, optional
         Where to look for ``pyproject.toml`` (default: the working directory).
 
@@ -136,24 +137,47 @@ def load_policy(path: str | Path | None, *, cwd: Path | None = None) -> tuple[Po
     """
     if path is not None:
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
+        data = _parse_toml(_read_text(p, "Pass an existing UTF-8 TOML file to --policy."), str(p))
+        table = _tool_table(data, str(p))
+        if table is None:
+            if "tool" in data:
+                raise PolicyError(
+                    f"Policy file {str(p)!r} has a [tool] table but no [tool.prune-audit] "
+                    "table. Put the policy keys under [tool.prune-audit] or at the top level "
+                    "(without a [tool] table)."
+                )
+            return policy_from_mapping(data, source=repr(str(p))), str(p)
+        others = sorted(k for k in data if k != "tool")
+        if others:
             raise PolicyError(
-                f"Cannot read policy file {str(p)!r}: {exc.strerror or exc}. "
-                "Pass an existing TOML file to --policy."
-            ) from None
-        data = _parse_toml(text, str(p))
-        table = data.get("tool", {}).get("prune-audit", data) if "tool" in data else data
-        return policy_from_mapping(table, source=repr(str(p))), str(p)
+                f"Policy file {str(p)!r} has top-level key(s) "
+                f"{', '.join(repr(k) for k in others)} besides its [tool.prune-audit] table, "
+                "which is the one read; they would be silently ignored. Move them into "
+                "[tool.prune-audit] (or drop that table and keep every key at the top level)."
+            )
+        return policy_from_mapping(table, source=repr(f"{p} [tool.prune-audit]")), str(p)
     pyproject = (cwd or Path.cwd()) / "pyproject.toml"
     if pyproject.is_file():
-        data = _parse_toml(pyproject.read_text(encoding="utf-8"), str(pyproject))
-        table = data.get("tool", {}).get("prune-audit")
+        text = _read_text(pyproject, "Fix the file, or pass --policy to use another policy.")
+        table = _tool_table(_parse_toml(text, str(pyproject)), str(pyproject))
         if table is not None:
             src = f"{pyproject} [tool.prune-audit]"
             return policy_from_mapping(table, source=repr(src)), src
     return Policy(), "built-in"
+
+
+def _read_text(path: Path, fix: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(
+            f"Cannot read policy file {str(path)!r}: {exc.strerror or exc}. {fix}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(
+            f"Policy file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+            f"at offset {exc.start}); TOML files are UTF-8. {fix}"
+        ) from None
 
 
 def _parse_toml(text: str, name: str) -> dict[str, Any]:
@@ -163,6 +187,25 @@ def _parse_toml(text: str, name: str) -> dict[str, Any]:
         raise PolicyError(
             f"Policy file {name!r} is not valid TOML: {exc}. Fix the syntax."
         ) from None
+
+
+def _tool_table(data: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """``data["tool"]["prune-audit"]`` checked to be tables; None when absent."""
+    tool = data.get("tool")
+    if tool is None:
+        return None
+    if not isinstance(tool, dict):
+        raise PolicyError(
+            f"{name!r}: 'tool' is {tool!r}, not a table; TOML reserves it for [tool.NAME] "
+            "tables such as [tool.prune-audit]. Fix or remove that key."
+        )
+    table = tool.get("prune-audit")
+    if table is not None and not isinstance(table, dict):
+        raise PolicyError(
+            f"{name!r}: 'tool.prune-audit' is {table!r}, not a table. Write the policy as a "
+            "[tool.prune-audit] table of keys (e.g. target_sparsity = 0.9)."
+        )
+    return table
 
 
 @dataclass(frozen=True)
@@ -265,12 +308,15 @@ class AuditConfig:
         for name, value, minimum in (
             ("--top-k", self.top_k, 1),
             ("--bootstrap", self.bootstrap, 0),
-            ("--batch-size", self.batch_size or 1, 1),
-            ("--image-size", self.image_size or 1, 1),
-            ("--finetune-epochs", self.finetune_epochs or 1, 1),
-            ("--finetune-steps", self.finetune_steps or 1, 1),
+            ("--batch-size", self.batch_size, 1),
+            ("--image-size", self.image_size, 1),
+            ("--workers", self.workers, 1),
+            ("--finetune-epochs", self.finetune_epochs, 1),
+            ("--finetune-steps", self.finetune_steps, 1),
+            ("--seed", self.seed, 0),
         ):
-            if value < minimum:
+            # None means "not given" (the default applies); 0 is a value and is checked.
+            if value is not None and value < minimum:
                 raise UsageError(f"{name} is {value}; it must be at least {minimum}.")
         if self.finetune_epochs is not None and self.finetune_steps is not None:
             raise UsageError(
@@ -280,10 +326,14 @@ class AuditConfig:
         if not (math.isfinite(self.finetune_lr) and self.finetune_lr > 0):
             raise UsageError(f"--finetune-lr is {self.finetune_lr}; it must be a number > 0.")
         for name, triple in (("--mean", self.mean), ("--std", self.std)):
-            if triple is not None and (len(triple) != 3 or (name == "--std" and min(triple) <= 0)):
+            if triple is not None and (
+                len(triple) != 3
+                or not all(math.isfinite(v) for v in triple)
+                or (name == "--std" and min(triple) <= 0)
+            ):
                 raise UsageError(
-                    f"{name} {triple!r} must be three comma-separated numbers (one per RGB "
-                    "channel)" + (", all positive." if name == "--std" else ".")
+                    f"{name} {triple!r} must be three finite comma-separated numbers (one per "
+                    "RGB channel)" + (", all positive." if name == "--std" else ".")
                 )
 
     @property

@@ -40,3 +40,7 @@ class DataError(InputError):
 
 class PolicyError(InputError):
     """The gate policy has unknown keys or out-of-range values."""
+
+
+class OutputError(InputError):
+    """The report folder (``--out``) or a file in it cannot be written as asked."""

@@ -13,8 +13,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import io
-import shutil
-import tempfile
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,10 @@ from audit import metrics as M
 from audit._version import __version__
 from audit.config import AuditConfig
 from audit.data import Dataset, ImageCache, build_image_cache, default_image_size, load_dataset
-from audit.errors import CheckpointError, DataError, UsageError
+from audit.errors import AuditError, CheckpointError, DataError, UsageError
 from audit.model_io import LoadedModel, load_model, save_checkpoint
+from audit.report.formats import get_report_format
+from audit.report.writer import PREDICTIONS_NAME, open_staging, pause_point
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -212,7 +213,7 @@ def _select(cfg: AuditConfig, ds: Dataset, lm: LoadedModel) -> Selection:
     holdout = False
     if cfg.calib_split:
         calib_name, calib_idx = cfg.calib_split, split_idx(cfg.calib_split, "--calib-split")
-    elif splits is not None and "val" in names and eval_name != "val":
+    elif splits is not None and "val" in names and eval_name not in ("val", "all"):
         calib_name, calib_idx = "val", split_idx("val", "--calib-split")
     else:
         # No calibration split: hold out a seeded 20% of the evaluation split so thresholds
@@ -221,6 +222,18 @@ def _select(cfg: AuditConfig, ds: Dataset, lm: LoadedModel) -> Selection:
         n_cal = max(1, int(round(0.2 * len(perm))))
         calib_idx, eval_idx = np.sort(perm[:n_cal]), np.sort(perm[n_cal:])
         calib_name, holdout = f"holdout-20%-of-{eval_name}", True
+    if not holdout and np.intersect1d(eval_idx, calib_idx).size:
+        shared = np.intersect1d(eval_idx, calib_idx).size
+        raise UsageError(
+            f"The evaluation split ({eval_name!r}) and the calibration split ({calib_name!r}) "
+            f"share {shared} samples"
+            + (" (they are the same split)" if shared == len(eval_idx) == len(calib_idx) else "")
+            + ": thresholds and BatchNorm statistics would be fitted on the very images they "
+            "are judged on, which hides what pruning does. Pass a different --calib-split, or "
+            "omit it to hold out a seeded 20% of the evaluation split"
+            + (" (or pass --split to evaluate on one split, not all samples)." if eval_name ==
+               "all" else ".")
+        )
     if cfg.train_split:
         train_name, train_idx = cfg.train_split, split_idx(cfg.train_split, "--train-split")
     elif splits is not None and "train" in names and eval_name != "train":
@@ -228,6 +241,13 @@ def _select(cfg: AuditConfig, ds: Dataset, lm: LoadedModel) -> Selection:
     else:
         train_name, train_idx = None, np.zeros(0, dtype=np.int64)
     needs_train = pruning.get_recovery(cfg.recovery).needs_train_split
+    if cfg.validate and needs_train and np.intersect1d(train_idx, eval_idx).size:
+        raise UsageError(
+            f"The train split ({train_name!r}) used by --recovery {cfg.recovery} shares "
+            f"{np.intersect1d(train_idx, eval_idx).size} samples with the evaluation split "
+            f"({eval_name!r}): the pruned model would be fine-tuned on the images it is judged "
+            "on. Pass a different --train-split or --split."
+        )
     if cfg.validate and cfg.audit_sparsities and needs_train and len(train_idx) == 0:
         raise DataError(
             f"--recovery {cfg.recovery} needs a train split; the dataset has none. Add a 'split' "
@@ -330,6 +350,10 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
     caches: list[ImageCache] = []
     staging = None
     try:
+        if dist_ctx.is_main:
+            # Before any loading or inference: a bad --out fails in a second, not after the
+            # audit; the staging folder inside --out also holds the pruned checkpoints.
+            staging = open_staging(cfg.out, _output_names(cfg), summary_out=cfg.summary_out)
         lm = load_model(cfg.model, arch=cfg.arch, trust_checkpoint=cfg.trust_checkpoint)
         ds = load_dataset(cfg.data, labels_file=cfg.labels_file)
         sel = _select(cfg, ds, lm)
@@ -384,11 +408,12 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
         calib_images = cache.images[len(eval_rows) :]
 
         model = inference.prepare_model(lm.model, runtime)
-        runtime = inference.tune_runtime(
-            runtime, model, cache.images, auto_batch_size=cfg.batch_size is None
-        )
-        with progress.task("Dense inference", len(kept)) as advance:
-            all_logits = inference.predict(model, cache.images, runtime, progress=advance)
+        with _model_failures(cfg, pre, cache.images):
+            runtime = inference.tune_runtime(
+                runtime, model, cache.images, auto_batch_size=cfg.batch_size is None
+            )
+            with progress.task("Dense inference", len(kept)) as advance:
+                all_logits = inference.predict(model, cache.images, runtime, progress=advance)
         _check_logits(all_logits, sel, cfg)
         eval_logits, calib_logits = all_logits[eval_rows], all_logits[calib_rows]
 
@@ -478,8 +503,6 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                         progress=advance,
                     )
                 caches.append(train_cache)
-            if cfg.save_pruned:
-                staging = Path(tempfile.mkdtemp(prefix=".prune-audit-", dir=_parent(cfg.out)))
             run = _LevelRun(
                 cfg=cfg,
                 lm=lm,
@@ -499,7 +522,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                 boot=boot,
                 eval_idx=eval_idx,
                 is_main=dist_ctx.is_main,
-                staging=staging,
+                staging=staging.path if cfg.save_pruned and staging is not None else None,
             )
             _own_levels(run, levels, pruned_probs, warnings)
             _supplied_levels(run, levels, pruned_probs)
@@ -604,7 +627,12 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                 formats=cfg.formats,
                 predictions=predictions,
                 summary_out=cfg.summary_out,
-                extra_files=sorted(staging.iterdir()) if staging is not None else (),
+                extra_files=(
+                    sorted(p for p in staging.path.iterdir() if p.name.startswith("pruned-"))
+                    if cfg.save_pruned and staging is not None
+                    else ()
+                ),
+                staging=staging,
             )
         run_id, notices = _log_to_mlflow(cfg, report, files) if cfg.mlflow else (None, ())
         return AuditResult(
@@ -618,7 +646,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
         for c in caches:
             c.close()
         if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+            staging.discard()  # a no-op once write_reports committed it
         inference.shutdown_distributed()
 
 
@@ -713,10 +741,58 @@ def _check_prunable(cfg: AuditConfig, lm: LoadedModel) -> None:
             )
 
 
-def _parent(out: Path) -> Path:
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    return parent
+@contextlib.contextmanager
+def _model_failures(cfg: AuditConfig, pre: dict[str, Any], images: torch.Tensor) -> Iterator[None]:
+    """Report an exception raised inside the model's own forward as an input error.
+
+    Only exceptions whose traceback passes through a module call (``nn.Module.__call__``,
+    a TorchScript or exported program) are the model's; anything else is prune-audit's and
+    stays an internal error. Out-of-memory is neither and propagates unchanged.
+    """
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - re-raised unless the model raised it
+        if isinstance(exc, AuditError) or not _raised_in_forward(exc):
+            raise
+        shape = "×".join(str(d) for d in images.shape[1:])
+        where = "--image-size" if cfg.image_size is not None else "the checkpoint or data"
+        # TorchScript prefixes its own traceback; the last line is the model's error.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        what = lines[-1][:300] if lines else ""
+        if not re.match(r"^[\w.]*(Error|Exception)\b", what):
+            what = f"{type(exc).__name__}: {what}"
+        raise CheckpointError(
+            f"The model {str(cfg.model)!r} failed on its input: {what.rstrip('.')}. "
+            f"prune-audit fed it batches of {shape} images "
+            f"(image size {pre['image_size']} from {where}; mean {list(pre['mean'])}, std "
+            f"{list(pre['std'])}). Check that --image-size, --mean/--std and --arch match what "
+            "the network was built and trained for (a too-small image size makes convolutions "
+            "or pooling fail), or that the checkpoint's own code runs on such a batch."
+        ) from exc
+
+
+def _raised_in_forward(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name in ("_call_impl", "_wrapped_call_impl", "forward") and (
+            "torch" in code.co_filename or code.co_name == "forward"
+        ):
+            return True
+        tb = tb.tb_next
+    # TorchScript raises from C++ with no Python frame of the model.
+    return isinstance(exc, torch.jit.Error)
+
+
+def _output_names(cfg: AuditConfig) -> list[str]:
+    """The files a run writes into ``--out`` (checked before the run starts)."""
+    names = [get_report_format(f).filename for f in cfg.formats] + [PREDICTIONS_NAME]
+    if cfg.save_pruned and cfg.validate:
+        ext = ".pt2" if pruning.get_method(cfg.method).structural else ".pt"
+        names += [f"pruned-{s:g}{ext}" for s in cfg.audit_sparsities]
+    return names
 
 
 def _check_logits(
@@ -875,6 +951,7 @@ def _own_levels(
                 baseline = _mean_accuracy(bn_probs[0], run.labels, run.sel.task)
             if run.staging is not None and run.is_main:
                 _save_pruned(run.staging, f"pruned-{s:g}", pm, run.lm, run.sel, run.pre, method)
+                pause_point("pruned-saved")
             if run.is_main:
                 level = _level(run, s, stats, seed_probs, label=f"{s:g}", source="method")
                 acc = _mean_accuracy(probs, run.labels, run.sel.task)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import audit.report.writer as writer
+from audit.errors import OutputError
 from audit.report import formats, render_markdown, write_reports
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report_example.json"
@@ -155,7 +156,7 @@ def test_failure_while_moving_restores_the_old_files(
         real_replace(src, dst)
 
     monkeypatch.setattr(writer.os, "replace", flaky)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match=r"disk full \(while writing report.html\)"):
         write_reports(report, out)
     assert _tree(tmp_path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]
