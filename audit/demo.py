@@ -57,10 +57,13 @@ __all__ = [
     "DemoParams",
     "SmallCNN",
     "channel_stats",
+    "data_digest",
     "default_cache_dir",
+    "demo_data_matches_shipped",
     "load_demo_split",
     "make_demo_dataset",
     "prepare_demo",
+    "shipped_model_path",
     "small_cnn",
     "train_demo_model",
 ]
@@ -685,6 +688,45 @@ def _cache_key(seed: int, sizes: dict[str, int], params: DemoParams) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def shipped_model_path() -> Path:
+    """The demo checkpoint shipped in the package (``audit/demo_assets/model.pt``).
+
+    It is what ``train_demo_model`` produced for the default demo (seed 0, ``DEMO_SIZES``,
+    ``DEFAULT_PARAMS``); shipping it makes the demo's numbers independent of the CPU that
+    would otherwise train it (training sums in CPU-specific orders, and 6 epochs amplify
+    last-bit differences into a different model). ``audit/demo_assets/manifest.json``
+    records how it was made and the digest of the data it was trained on.
+    """
+    return Path(__file__).resolve().parent / "demo_assets" / "model.pt"
+
+
+def _shipped_manifest() -> dict[str, Any]:
+    path = shipped_model_path().with_name("manifest.json")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def data_digest(root: str | Path) -> str:
+    """SHA-256 over the relative paths and bytes of every file under ``root``, in path order.
+
+    Parameters
+    ----------
+    root : str or Path
+        A directory written by ``make_demo_dataset``.
+
+    Returns
+    -------
+    str
+        Hex digest; equal digests mean byte-identical datasets.
+    """
+    root = Path(root)
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def prepare_demo(
     out_dir: Path | None = None,
     *,
@@ -693,31 +735,40 @@ def prepare_demo(
     progress: Callable[[str, int, int], None] | None = None,
     params: DemoParams = DEFAULT_PARAMS,
     sizes: dict[str, int] | None = None,
+    retrain: bool = False,
 ) -> tuple[Path, Path]:
-    """Generate the demo data and train its model, or reuse them from the cache.
+    """Generate the demo data (cached) and return it with the demo checkpoint.
+
+    The data are generated with seeded numpy only, so they are byte-identical across
+    machines (their digest is checked against ``demo_assets/manifest.json``). The model of
+    the default demo is the shipped checkpoint (:func:`shipped_model_path`); with
+    ``retrain=True``, or any other seed, parameters or sizes, a model is trained on this
+    machine and cached (``retrain`` replaces a cached one).
 
     The cache entry ``<cache_dir>/demo-<hash>/`` (hash of the generator version, seed, sizes
-    and parameters) holds ``data/`` (manifest layout) and ``model.pt`` (a prune-audit
-    checkpoint whose ``preprocess`` is the train split's mean and std, as used in training).
-    It is built in a temporary sibling directory and renamed into place, so an interrupted
-    run never leaves a half-written entry, and a later run simply rebuilds it.
+    and parameters) holds ``data/`` (manifest layout), ``data.sha256`` and, for trained
+    models, ``model.pt`` (a prune-audit checkpoint whose ``preprocess`` is the train split's
+    mean and std, as used in training). Each piece is built in a temporary file or folder and
+    renamed into place, so an interrupted run never leaves a half-written entry.
 
     Parameters
     ----------
     out_dir : Path, optional
         If given, ``data/`` and ``model.pt`` are copied there and those paths returned
-        (existing ones are replaced); otherwise the cached paths are returned.
+        (existing ones are replaced); otherwise the cached (or shipped) paths are returned.
     seed : int, default 0
         Seed of data generation and training.
     cache_dir : Path, optional
         Cache root; ``default_cache_dir()`` when omitted.
     progress : callable, optional
         Called as ``progress(stage, done, total)`` with stage ``"generate"`` (0 then 1 of 1)
-        or ``"train"`` (after every epoch); never called on a cache hit.
+        or ``"train"`` (after every epoch); never called for what the cache already holds.
     params : DemoParams, optional
         Generator and trainer parameters.
     sizes : dict, optional
         ``n_train``, ``n_val``, ``n_test``, ``image_size``; ``DEMO_SIZES`` when omitted.
+    retrain : bool, default False
+        Train the model on this machine even where a shipped one exists.
 
     Returns
     -------
@@ -729,22 +780,46 @@ def prepare_demo(
     sizes = dict(DEMO_SIZES if sizes is None else sizes)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     entry = cache_root / f"demo-{_cache_key(seed, sizes, params)}"
-    if not (entry / "model.pt").is_file():
-        if entry.exists():  # not ours to trust: a hand-edited or foreign directory
+    if not (entry / "data.sha256").is_file():
+        if entry.exists():  # not ours to trust: a hand-edited, foreign or older directory
             shutil.rmtree(entry)
-        _build_entry(entry, seed=seed, sizes=sizes, params=params, progress=progress)
+        _build_data_entry(entry, seed=seed, sizes=sizes, params=params, progress=progress)
+    shipped = not retrain and (seed, sizes, params) == (0, DEMO_SIZES, DEFAULT_PARAMS)
+    if shipped:
+        model_path = shipped_model_path()
+    else:
+        model_path = entry / "model.pt"
+        if retrain or not model_path.is_file():
+            _train_into(model_path, entry / "data", seed=seed, params=params, progress=progress)
     if out_dir is None:
-        return entry / "model.pt", entry / "data"
+        return model_path, entry / "data"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / "data").exists():
         shutil.rmtree(out_dir / "data")
     shutil.copytree(entry / "data", out_dir / "data")
-    shutil.copy2(entry / "model.pt", out_dir / "model.pt")
+    shutil.copy2(model_path, out_dir / "model.pt")
     return out_dir / "model.pt", out_dir / "data"
 
 
-def _build_entry(
+def demo_data_matches_shipped(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds the bytes the shipped demo model was trained and measured on.
+
+    Parameters
+    ----------
+    data_dir : Path
+        The ``data`` folder of a demo cache entry (its sibling ``data.sha256`` is read).
+
+    Returns
+    -------
+    bool
+        True when the recorded digest equals ``demo_assets/manifest.json``'s.
+    """
+    recorded = (Path(data_dir).parent / "data.sha256").read_text(encoding="ascii").strip()
+    return recorded == _shipped_manifest()["data_sha256"]
+
+
+def _build_data_entry(
     entry: Path,
     *,
     seed: int,
@@ -752,23 +827,47 @@ def _build_entry(
     params: DemoParams,
     progress: Callable[[str, int, int], None] | None,
 ) -> None:
-    """Build one cache entry in a temporary sibling directory, then rename it into place."""
+    """Write the data of one cache entry in a temporary sibling directory, then rename it."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-tmp-", dir=entry.parent))
     try:
         if progress is not None:
             progress("generate", 0, 1)
         make_demo_dataset(tmp / "data", seed=seed, params=params, **sizes)
+        (tmp / "data.sha256").write_text(data_digest(tmp / "data") + "\n", encoding="ascii")
         if progress is not None:
             progress("generate", 1, 1)
-        model = train_demo_model(
-            tmp / "data",
-            seed=seed,
-            params=params,
-            progress=None if progress is None else partial(progress, "train"),
-        )
+        try:
+            tmp.rename(entry)
+        except OSError:
+            # Another process finished the same entry first; its content is identical.
+            if not (entry / "data.sha256").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _train_into(
+    path: Path,
+    data_dir: Path,
+    *,
+    seed: int,
+    params: DemoParams,
+    progress: Callable[[str, int, int], None] | None,
+) -> None:
+    """Train the demo model on ``data_dir`` and save it at ``path`` (atomically)."""
+    model = train_demo_model(
+        data_dir,
+        seed=seed,
+        params=params,
+        progress=None if progress is None else partial(progress, "train"),
+    )
+    fd, tmp_name = tempfile.mkstemp(prefix=".model-", suffix=".pt.tmp", dir=path.parent)
+    os.close(fd)
+    try:
         save_checkpoint(
-            tmp / "model.pt",
+            tmp_name,
             model,
             arch=ARCH,
             arch_kwargs=params.arch_kwargs,
@@ -776,12 +875,6 @@ def _build_entry(
             task="multilabel",
             preprocess=dict(model.demo_preprocess),
         )
-        try:
-            tmp.rename(entry)
-        except OSError:
-            # Another process finished the same entry first; its content is identical.
-            if not (entry / "model.pt").is_file():
-                raise
+        os.replace(tmp_name, path)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        Path(tmp_name).unlink(missing_ok=True)
