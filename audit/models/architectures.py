@@ -512,12 +512,12 @@ def _register_builtins() -> None:
     )
 
     def demo_factory() -> Callable[..., torch.nn.Module]:
-        from audit.demo import small_cnn
+        from audit.models.small_cnn import small_cnn
 
         return small_cnn
 
     def demo_accepts() -> Callable[..., Any]:
-        from audit.demo import SmallCNN
+        from audit.models.small_cnn import SmallCNN
 
         return SmallCNN.__init__
 
