@@ -1,8 +1,9 @@
 """The bundled example that ``prune-audit demo`` audits: synthetic data and a small CNN.
 
 Owns: a seeded generator of small RGB images with three binary target attributes and one
-protected attribute (written in the manifest layout of SPEC §3.2), the ``SmallCNN``
-architecture (``audit.demo:small_cnn``), its training loop, and a cache of the generated
+protected attribute (written in the manifest layout of SPEC §3.2), the training loop of the
+``SmallCNN`` architecture (``audit.demo:small_cnn``, defined in ``audit.models.small_cnn`` so
+the architecture registry needs no demo import), and a cache of the generated
 data and trained checkpoint. Must not compute audit metrics or prune anything: the demo only
 builds inputs, and the real tool audits them like any user's model.
 
@@ -46,6 +47,7 @@ from PIL import Image
 from torch import nn
 
 from audit.model_io import save_checkpoint
+from audit.models.small_cnn import SmallCNN, small_cnn
 
 __all__ = [
     "CORRELATED_TARGET",
@@ -423,90 +425,6 @@ def load_demo_split(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarra
         np.asarray(targets, dtype=np.float32).reshape(len(paths), len(DEMO_TARGETS)),
         np.asarray(group, dtype=np.int64),
     )
-
-
-# ------------------------------------------------------------------------------- model
-
-
-class SmallCNN(nn.Module):
-    """Four conv-BN-ReLU blocks with max-pooling between them and a linear head.
-
-    The head reads the globally average-pooled outputs of the last ``head_from`` blocks,
-    concatenated (a multi-scale head): global cues such as colour and brightness then reach
-    the classifier by a short path, so the model degrades gradually under pruning instead of
-    collapsing when its widest (most pruned) layer goes. BatchNorm matters: BN
-    recalibration is the audit's default recovery after pruning.
-
-    Parameters
-    ----------
-    num_outputs : int
-        Number of logits (one per target for multilabel).
-    widths : tuple of int, default (16, 32, 64, 128)
-        Output channels of the four blocks (about 100k parameters by default).
-    in_channels : int, default 3
-        Input channels.
-    head_from : int, default 2
-        How many of the last blocks feed the head (1: only the last one, the classic
-        layout).
-    """
-
-    def __init__(
-        self,
-        num_outputs: int,
-        widths: tuple[int, ...] = (16, 32, 64, 128),
-        in_channels: int = 3,
-        head_from: int = 2,
-    ) -> None:
-        super().__init__()
-        if num_outputs < 1:
-            raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
-        if not 1 <= head_from <= len(widths):
-            raise ValueError(f"head_from must be in [1, {len(widths)}], got {head_from}")
-        blocks: list[nn.Module] = []
-        prev = in_channels
-        for i, width in enumerate(widths):
-            layers: list[nn.Module] = [nn.MaxPool2d(2)] if i > 0 else []
-            layers += [
-                nn.Conv2d(prev, width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
-            ]
-            blocks.append(nn.Sequential(*layers))
-            prev = width
-        self.blocks = nn.ModuleList(blocks)
-        self.head_from = head_from
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(sum(widths[-head_from:]), num_outputs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(N, C, H, W)`` normalised images to ``(N, num_outputs)`` logits."""
-        pooled = []
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i >= len(self.blocks) - self.head_from:
-                pooled.append(torch.flatten(self.pool(x), 1))
-        return self.head(torch.cat(pooled, 1))
-
-
-def small_cnn(num_outputs: int, **kwargs: Any) -> nn.Module:
-    """Build a ``SmallCNN``; the factory behind the arch string ``audit.demo:small_cnn``.
-
-    Parameters
-    ----------
-    num_outputs : int
-        Number of logits.
-    **kwargs
-        Passed to ``SmallCNN`` (``widths``, ``in_channels``, ``head_from``); lists are
-        accepted for ``widths`` because checkpoint metadata stores JSON-like values.
-
-    Returns
-    -------
-    torch.nn.Module
-        An untrained ``SmallCNN``.
-    """
-    if "widths" in kwargs:
-        kwargs["widths"] = tuple(int(w) for w in kwargs["widths"])
-    return SmallCNN(num_outputs, **kwargs)
 
 
 # ---------------------------------------------------------------------------- training

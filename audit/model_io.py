@@ -2,11 +2,14 @@
 
 Owns: reading model files (SPEC §3.1) — prune-audit checkpoints, raw/wrapped state_dicts,
 TorchScript, ``torch.export`` programs and (only with ``--trust-checkpoint``) pickled
-modules — rebuilding architectures from ``torchvision:NAME`` / ``package.module:factory``
-strings, and ``save_checkpoint``. Must not touch devices (everything loads on CPU), widen
-``torch.serialization``'s allowlist of globals, or run code named by a file (pickle
-callables, factories, exported-program payloads) unless the user confirmed it with ``--arch``
-or ``--trust-checkpoint``.
+modules — and ``save_checkpoint``. Each format is one loader registered in
+:func:`_register_builtin_formats` (:mod:`audit.models.formats`); architectures are built
+through the registry of :mod:`audit.models.architectures`. Must not touch devices
+(everything loads on CPU), widen ``torch.serialization``'s allowlist of globals, or run code
+named by a file: a factory named in a checkpoint is only ever a registered one (even with
+``--trust-checkpoint``), ``package.module:factory`` is imported only when the user typed it
+with ``--arch``, and pickle callables or exported-program payloads run only with
+``--trust-checkpoint``.
 
 Loading rules
 -------------
@@ -30,8 +33,6 @@ Loading rules
 from __future__ import annotations
 
 import ast
-import difflib
-import importlib
 import io
 import json
 import pickle
@@ -39,16 +40,24 @@ import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from audit.errors import CheckpointError
+from audit.models.architectures import EXAMPLE_ARCH, build_architecture
+from audit.models.formats import (
+    CheckpointFormat,
+    ModelFile,
+    checkpoint_formats,
+    register_format,
+)
 
 CHECKPOINT_FORMAT = "prune-audit/1"
 
-Format = Literal["prune-audit", "state_dict", "torchscript", "export", "pickle"]
+#: A registered checkpoint format's name (see :func:`audit.models.formats.format_names`).
+Format = str
 Task = Literal["multilabel", "binary", "multiclass"]
 TASKS = ("multilabel", "binary", "multiclass")
 
@@ -60,8 +69,7 @@ WRAPPER_KEYS = ("state_dict", "model", "model_ema", "ema", "net")
 #: ``heads.head``, ``last_linear``.
 CLASSIFIER_NAMES = frozenset({"fc", "classifier", "head", "heads", "last_linear", "logits"})
 
-_EXAMPLE_ARCH = "--arch torchvision:resnet18"
-_IMPORT_ARCH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_EXAMPLE_ARCH = EXAMPLE_ARCH
 
 
 @dataclass
@@ -72,10 +80,13 @@ class LoadedModel:
     ----------
     model : torch.nn.Module
         In eval mode, on CPU.
-    format : {"prune-audit", "state_dict", "torchscript", "export", "pickle"}
-        What the file was.
+    format : str
+        What the file was: the name of a registered checkpoint format ("prune-audit",
+        "state_dict", "torchscript", "export", "pickle", ...).
     arch : str or None
         The architecture string used to rebuild it (None for TorchScript/export/pickle).
+    arch_kwargs : dict
+        The keyword arguments it was built with (plain data; ``{}`` when none).
     outputs : list of str or None
         Output names, when the checkpoint records them.
     num_outputs : int or None
@@ -92,6 +103,7 @@ class LoadedModel:
     model: torch.nn.Module
     format: Format
     arch: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] | None = None
     num_outputs: int | None = None
     task: str | None = None
@@ -201,36 +213,101 @@ def load_model(
         raise CheckpointError(
             f"Cannot read model file {str(p)!r} ({e.strerror or e}); check its permissions."
         ) from e
-    kind = _sniff(p)
-    if kind == "torchscript":
-        return _load_torchscript(p)
-    if kind == "export":
-        return _load_export(p, trust_checkpoint=trust_checkpoint)
-    obj, pickled = _torch_load(p, trust_checkpoint=trust_checkpoint)
-    return _from_object(obj, p, arch=arch, trust_checkpoint=trust_checkpoint, pickled=pickled)
+    if p.stat().st_size == 0:
+        raise CheckpointError(
+            f"Model file {str(p)!r} is empty (0 bytes): an interrupted copy or save? Re-save the "
+            "model (audit.save_checkpoint, torch.save(model.state_dict()), torch.jit.save or "
+            "torch.export.save) or copy it again."
+        )
+    file = ModelFile(p, arch=arch, trust_checkpoint=trust_checkpoint, read_torch=_torch_load)
+    for fmt in checkpoint_formats():
+        if fmt.detect(file):
+            return fmt.load(file)
+    obj = file.torch_object
+    raise CheckpointError(
+        f"{str(p)!r} holds a {type(obj).__name__}, not a model: expected a state_dict, a "
+        "dict wrapping one (state_dict/model/model_ema/ema/net), or an audit."
+        "save_checkpoint file (formats read: "
+        f"{'; '.join(f.summary for f in checkpoint_formats())})."
+    )
 
 
-def _sniff(path: Path) -> Literal["torchscript", "export", "torch"]:
-    """Tell TorchScript and torch.export archives from ``torch.save`` files by their entries."""
-    try:
-        if not zipfile.is_zipfile(path):
-            if path.suffix.lower() == ".pt2":
-                raise CheckpointError(
-                    f"{str(path)!r} has the .pt2 suffix but is not a zip archive, so it is not a "
-                    "torch.export program (truncated or corrupt?); re-export it with "
-                    "torch.export.save(torch.export.export(model.eval(), (example,)), path)."
-                )
-            return "torch"
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return "torch"  # torch.load reports what is wrong
-    inner = {PurePosixPath(n).parts[1] for n in names if len(PurePosixPath(n).parts) > 1}
-    if "constants.pkl" in inner or "code" in inner:
-        return "torchscript"
-    if "archive_format" in inner or "models" in inner:
-        return "export"
-    return "torch"
+# ---------------------------------------------------------------------------- format registry
+def _is_torchscript(file: ModelFile) -> bool:
+    return "constants.pkl" in file.zip_entries or "code" in file.zip_entries
+
+
+def _is_export(file: ModelFile) -> bool:
+    if not file.is_zip:
+        if file.path.suffix.lower() == ".pt2":
+            raise CheckpointError(
+                f"{str(file.path)!r} has the .pt2 suffix but is not a zip archive, so it is not a "
+                "torch.export program (truncated or corrupt?); re-export it with "
+                "torch.export.save(torch.export.export(model.eval(), (example,)), path)."
+            )
+        return False
+    return "archive_format" in file.zip_entries or "models" in file.zip_entries
+
+
+def _is_prune_audit(file: ModelFile) -> bool:
+    obj = file.torch_object
+    if not isinstance(obj, dict) or "format" not in obj:
+        return False
+    fmt = obj["format"]
+    # A 'format' key of the wrong type next to 'arch' is a damaged prune-audit file, not a
+    # training checkpoint that happens to have a 'format' entry.
+    return (isinstance(fmt, str) and fmt.startswith("prune-audit/")) or "arch" in obj
+
+
+def _is_pickled_module(file: ModelFile) -> bool:
+    obj = file.torch_object
+    if isinstance(obj, torch.nn.Module):
+        return True
+    return (
+        file.pickled
+        and isinstance(obj, dict)
+        and any(isinstance(obj.get(k), torch.nn.Module) for k in WRAPPER_KEYS)
+    )
+
+
+def _load_pickled_module(file: ModelFile) -> LoadedModel:
+    obj = file.torch_object
+    if isinstance(obj, torch.nn.Module):
+        return _loaded_module(obj, "pickle")
+    key = next(k for k in WRAPPER_KEYS if isinstance(obj.get(k), torch.nn.Module))
+    return _loaded_module(obj[key], "pickle")
+
+
+def _register_builtin_formats() -> None:
+    """The formats of SPEC §3.1, in detection order (archives by their entries first)."""
+    for fmt in (
+        CheckpointFormat(
+            "torchscript", _is_torchscript, lambda f: _load_torchscript(f.path),
+            "TorchScript archive (torch.jit.save)",
+        ),
+        CheckpointFormat(
+            "export", _is_export,
+            lambda f: _load_export(f.path, trust_checkpoint=f.trust_checkpoint),
+            "torch.export program (torch.export.save, .pt2)",
+        ),
+        CheckpointFormat(
+            "prune-audit", _is_prune_audit,
+            lambda f: _from_prune_audit(
+                f.torch_object, f.path, arch=f.arch, trust_checkpoint=f.trust_checkpoint
+            ),
+            "prune-audit checkpoint (audit.save_checkpoint)",
+        ),
+        CheckpointFormat(
+            "pickle", _is_pickled_module, _load_pickled_module,
+            "pickled nn.Module (torch.save(model), only with --trust-checkpoint)",
+        ),
+        CheckpointFormat(
+            "state_dict", lambda f: isinstance(f.torch_object, dict),
+            lambda f: _from_state_dict(f.torch_object, f.path, arch=f.arch),
+            "state_dict or a training checkpoint wrapping one (with --arch)",
+        ),
+    ):  # fmt: skip
+        register_format(fmt)
 
 
 # ---------------------------------------------------------------------------- torch.save files
@@ -296,30 +373,8 @@ def _unreadable(path: Path, err: BaseException, *, maybe_pickle: bool = False) -
     )
 
 
-def _from_object(
-    obj: Any, path: Path, *, arch: str | None, trust_checkpoint: bool, pickled: bool
-) -> LoadedModel:
-    """Turn what ``torch.load`` returned into a model."""
-    if isinstance(obj, torch.nn.Module):
-        return _loaded_module(obj, "pickle")
-    if not isinstance(obj, dict):
-        raise CheckpointError(
-            f"{str(path)!r} holds a {type(obj).__name__}, not a model: expected a state_dict, a "
-            "dict wrapping one (state_dict/model/model_ema/ema/net), or an audit."
-            "save_checkpoint file."
-        )
-    fmt = obj.get("format")
-    if isinstance(fmt, str) and fmt.startswith("prune-audit/"):
-        if fmt != CHECKPOINT_FORMAT:
-            raise CheckpointError(
-                f"{str(path)!r} is a prune-audit checkpoint of format {fmt!r}, but this version "
-                f"reads {CHECKPOINT_FORMAT!r}; upgrade prune-audit or re-save the checkpoint."
-            )
-        return _from_prune_audit(obj, path, arch=arch, trust_checkpoint=trust_checkpoint)
-    if pickled:
-        for key in WRAPPER_KEYS:
-            if isinstance(obj.get(key), torch.nn.Module):
-                return _loaded_module(obj[key], "pickle")
+def _from_state_dict(obj: dict[Any, Any], path: Path, *, arch: str | None) -> LoadedModel:
+    """A raw or wrapped state_dict: weights without an architecture, which ``--arch`` names."""
     state_dict = _find_state_dict(obj)
     if state_dict is None:
         keys = ", ".join(repr(k) for k in list(obj)[:10])
@@ -344,7 +399,8 @@ def _from_object(
             "weight (fc/classifier/head/last Linear) was found. Save it with audit."
             "save_checkpoint(..., outputs=[...]) so the output count is recorded."
         )
-    model = build_arch(arch, found[0], allow_import=True)
+    # --arch is the user's own choice of code, so a package.module:factory may be imported.
+    model = build_architecture(arch, found[0], allow_import=True, described=f"--arch {arch}")
     _load_weights(model, state_dict, path, arch)
     return LoadedModel(model=model.eval(), format="state_dict", arch=arch, num_outputs=found[0])
 
@@ -356,8 +412,15 @@ def _loaded_module(module: torch.nn.Module, fmt: Format) -> LoadedModel:
 
 
 def _find_state_dict(obj: dict[Any, Any], depth: int = 0) -> dict[str, torch.Tensor] | None:
-    """Return the tensors of a state_dict, or of one nested under a wrapper key."""
-    if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+    """Return the tensors of a state_dict, or of one nested under a wrapper key.
+
+    A state_dict is a dict of str → tensor; ``_extra_state`` entries (modules' non-tensor
+    extra state) are allowed beside them, as ``nn.Module.state_dict`` writes them.
+    """
+    if obj and all(
+        isinstance(k, str) and (isinstance(v, torch.Tensor) or k.endswith("_extra_state"))
+        for k, v in obj.items()
+    ) and any(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj
     if depth < 2:
         for key in WRAPPER_KEYS:
@@ -470,6 +533,14 @@ def _from_prune_audit(
             "audit.save_checkpoint(...)."
         )
 
+    fmt = obj.get("format")
+    if not isinstance(fmt, str):
+        raise bad("format", f"the string {CHECKPOINT_FORMAT!r}")
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{str(path)!r} is a prune-audit checkpoint of format {fmt[:40]!r}, but this version "
+            f"reads {CHECKPOINT_FORMAT!r}; upgrade prune-audit or re-save the checkpoint."
+        )
     recorded = obj.get("arch")
     if not isinstance(recorded, str) or not recorded:
         raise bad("arch", "a non-empty string such as 'torchvision:resnet18'")
@@ -499,18 +570,23 @@ def _from_prune_audit(
         if found is None:
             raise bad("outputs", "the output names (no classifier weight to count them from)")
         num_outputs = found[0]
-    allow = (
-        arch is not None
-        or trust_checkpoint
-        or chosen.startswith("torchvision:")
-        or chosen.startswith("audit.")
-    )
-    model = build_arch(chosen, num_outputs, arch_kwargs=arch_kwargs, allow_import=allow)
+    # A name read from the file resolves only through the architecture registry, even with
+    # --trust-checkpoint (which vouches for pickles, not for calling whatever the file names);
+    # --arch is the user's own choice and may import their factory.
+    if arch is not None:
+        described = f"--arch {arch}"
+    else:
+        described = f"The 'arch' entry of checkpoint {str(path)!r}"
+    model = build_architecture(
+        chosen, num_outputs, arch_kwargs=arch_kwargs, allow_import=arch is not None,
+        described=described,
+    )  # fmt: skip
     _load_weights(model, state_dict, path, chosen)
     return LoadedModel(
         model=model.eval(),
         format="prune-audit",
         arch=chosen,
+        arch_kwargs=dict(arch_kwargs),
         outputs=list(outputs) if outputs else None,
         num_outputs=num_outputs,
         task=task,
@@ -564,113 +640,34 @@ def build_arch(
     arch_kwargs: dict[str, Any] | None = None,
     allow_import: bool,
 ) -> torch.nn.Module:
-    """Build an untrained model from an architecture string.
+    """Build an untrained model from an architecture string (see the architecture registry).
 
     Parameters
     ----------
     arch : str
-        ``torchvision:NAME`` → ``torchvision.models.get_model(NAME, weights=None,
-        num_classes=num_outputs, **arch_kwargs)`` (never downloads weights);
-        ``package.module:factory`` → import and call ``factory(num_outputs=num_outputs,
-        **arch_kwargs)``.
+        A registered name (``torchvision:NAME``, ``audit.demo:small_cnn``) or, with
+        ``allow_import``, ``package.module:factory`` (called as ``factory(num_outputs=N,
+        **arch_kwargs)``).
     num_outputs : int
         Width of the classifier.
     arch_kwargs : dict, optional
-        Extra keyword arguments for the builder.
+        Extra keyword arguments: plain data, checked against the factory's parameters.
     allow_import : bool
-        Whether a ``package.module:factory`` string may be imported. Callers pass True only
-        for strings the user typed (``--arch``), ``audit.*`` factories, or with
-        ``--trust-checkpoint``: importing a module named inside a file runs its code.
+        True only for a string the user typed (``--arch``): importing a module runs its code.
 
     Returns
     -------
     torch.nn.Module
-        The freshly built model (random weights).
+        The freshly built model (random weights, never downloaded).
 
     Raises
     ------
     CheckpointError
-        Malformed string, unknown torchvision model, import refused or failing, a factory
-        that does not accept ``num_outputs`` or does not return an ``nn.Module``.
+        See :func:`audit.models.architectures.build_architecture`.
     """
-    kwargs = dict(arch_kwargs or {})
-    if not isinstance(arch, str) or ":" not in arch:
-        raise CheckpointError(
-            f"Architecture {arch!r} is not of the form 'torchvision:NAME' or "
-            f"'package.module:factory'; e.g. {_EXAMPLE_ARCH}."
-        )
-    prefix, _, name = arch.partition(":")
-    if prefix == "torchvision":
-        return _build_torchvision(name, num_outputs, kwargs)
-    if not _IMPORT_ARCH.fullmatch(arch) or any(
-        part.startswith("_") for part in re.split(r"[.:]", arch)
-    ):
-        raise CheckpointError(
-            f"Architecture {arch!r} is not a valid 'package.module:factory' reference (dotted "
-            "module path, a colon, a public factory name); e.g. --arch mypkg.models:build_model."
-        )
-    if not allow_import:
-        raise CheckpointError(
-            f"The checkpoint asks to build its model with {arch!r}, which means importing and "
-            "running code named by the file; prune-audit only does that on its own for "
-            "'torchvision:*' and 'audit.*' architectures. If you know this factory and trust "
-            f"it, confirm by passing --arch {arch} (the same value), or pass --trust-checkpoint."
-        )
-    try:
-        target: Any = importlib.import_module(prefix)
-        for part in name.split("."):
-            target = getattr(target, part)
-    except ImportError as e:
-        raise CheckpointError(
-            f"Cannot import module {prefix!r} for architecture {arch!r} ({e}); install the "
-            "package that defines it or add its folder to PYTHONPATH."
-        ) from e
-    except AttributeError as e:
-        raise CheckpointError(
-            f"Module {prefix!r} has no factory {name!r} (architecture {arch!r}); check the name "
-            "after the colon."
-        ) from e
-    if not callable(target):
-        raise CheckpointError(f"{arch!r} names a {type(target).__name__}, not a factory.")
-    try:
-        model = target(num_outputs=num_outputs, **kwargs)
-    except TypeError as e:
-        raise CheckpointError(
-            f"Calling factory {arch!r} with num_outputs={num_outputs}"
-            f"{''.join(f', {k}={v!r}' for k, v in kwargs.items())} failed ({e}); the factory "
-            "must accept a num_outputs keyword argument (plus the recorded arch_kwargs)."
-        ) from e
-    if not isinstance(model, torch.nn.Module):
-        raise CheckpointError(
-            f"Factory {arch!r} returned a {type(model).__name__}, not a torch.nn.Module."
-        )
-    return model
-
-
-def _build_torchvision(name: str, num_outputs: int, kwargs: dict[str, Any]) -> torch.nn.Module:
-    import torchvision
-
-    for reserved in ("weights", "num_classes"):
-        if reserved in kwargs:
-            raise CheckpointError(
-                f"arch_kwargs for torchvision:{name} may not set {reserved!r} (prune-audit sets "
-                "num_classes from the outputs and never downloads weights); remove it."
-            )
-    available = torchvision.models.list_models()
-    if name not in available:
-        close = difflib.get_close_matches(name, available, n=3)
-        raise CheckpointError(
-            f"torchvision has no model named {name!r}"
-            f"{' (did you mean ' + ', '.join(close) + '?)' if close else ''}; see "
-            "torchvision.models.list_models() for the names, e.g. --arch torchvision:resnet18."
-        )
-    try:
-        return torchvision.models.get_model(name, weights=None, num_classes=num_outputs, **kwargs)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(
-            f"Building torchvision:{name} with num_classes={num_outputs} and {kwargs!r} failed "
-            f"({e}); check the architecture arguments."
-        ) from e
+    return build_architecture(
+        arch, num_outputs, arch_kwargs=arch_kwargs, allow_import=allow_import
+    )
 
 
 # ---------------------------------------------------------------------------- TorchScript
@@ -989,3 +986,6 @@ def _graph_reasons(rel: str, data: bytes) -> list[str]:
         elif isinstance(obj, list):
             stack.extend(obj)
     return out
+
+
+_register_builtin_formats()

@@ -699,6 +699,7 @@ def _save_pruned(
         path,
         pm,
         arch=str(lm.arch),
+        arch_kwargs=lm.arch_kwargs,
         outputs=list(sel.targets),
         task=sel.task,
         preprocess={k: pre[k] for k in ("image_size", "mean", "std")},
