@@ -33,7 +33,7 @@ from audit.model_io import LoadedModel, load_model, save_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 class Progress(Protocol):
@@ -422,6 +422,20 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                         f"min_group_size={cfg.policy.min_group_size}: its rates are shown but "
                         "it is left out of gaps (not estimable there)."
                     )
+                    continue
+                for need, rates in (("positives", "TPR/FNR"), ("negatives", "FPR")):
+                    counts = key.positives[:, c] if need == "positives" else key.negatives[:, c]
+                    few = [
+                        t
+                        for t, k in zip(pop.targets, counts, strict=True)
+                        if k < key.min_group_size
+                    ]
+                    if few:
+                        warnings.append(
+                            f"Group {key.name}={value} has fewer than min_group_size="
+                            f"{key.min_group_size} {need} for {', '.join(few)}: the {rates} there "
+                            "is not estimable and left out of gaps and gate checks."
+                        )
 
         dense_probs = criteria.probabilities(eval_logits, sel.task)
         calib_probs = criteria.probabilities(calib_logits, sel.task)
@@ -531,6 +545,13 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             if c["outcome"] == "undefined" and cfg.policy.on_undefined == "warn":
                 warnings.append(
                     f"gate check {c['name']} for {c['target']} is undefined: {c['detail']}"
+                )
+            if c["outcome"] == "inconclusive" and cfg.policy.on_inconclusive == "warn":
+                need = f"; about {c['n_needed']:,} samples would settle it" if c["n_needed"] else ""
+                warnings.append(
+                    f"gate check {c['name']} for {c['target']}"
+                    + (f" by {c['group']}" if c["group"] else "")
+                    + f" is inconclusive: {c['detail']} straddles the limit {c['limit']:g}{need}"
                 )
         report = {
             "schema_version": SCHEMA_VERSION,
@@ -1090,7 +1111,19 @@ def _verdict(
     if passed:
         head = "Gate passed: pruning stays within the policy's bias limits"
     else:
-        head = f"Gate failed: {len(gate_result['failures'])} check(s) exceed the policy"
+        pol = gate_result["policy"]
+        blocks = {"fail"} | {
+            k for k in ("undefined", "inconclusive") if pol.get(f"on_{k}", "fail") == "fail"
+        }
+        outcomes = [c["outcome"] for c in gate_result["checks"] if c["outcome"] in blocks]
+        parts = [
+            f"{outcomes.count(k)} {k}"
+            for k in ("fail", "inconclusive", "undefined")
+            if outcomes.count(k)
+        ]
+        head = f"Gate failed: {len(gate_result['failures'])} check(s) block it" + (
+            f" ({', '.join(parts)})" if parts else ""
+        )
     if validation:
         head += (
             f"; max safe sparsity {safe:g}."
