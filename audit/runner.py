@@ -601,13 +601,19 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             "ids": np.asarray([str(x) for x in ds.ids[eval_idx]]),
             "labels": labels,
             "groups": groups,
-            "dense_probs": dense_probs.astype(np.float32),
+            # float64, exactly the probabilities every number in report.json was computed
+            # from (float32 saturates at 1.0 and moved a recomputed AUROC by 4e-4); the dense
+            # logits too, as the model produced them
+            "dense_probs": dense_probs.astype(np.float64),
+            "dense_logits": eval_logits,
             "sparsities": np.asarray([lv["sparsity"] for lv in levels], dtype=np.float64),
             "pruned_probs": (
-                np.stack(pruned_probs).astype(np.float32)
+                np.stack(pruned_probs).astype(np.float64)
                 if pruned_probs
-                else np.zeros((0, *dense_probs.shape), dtype=np.float32)
+                else np.zeros((0, *dense_probs.shape), dtype=np.float64)
             ),
+            "thresholds_default": thresholds["default"].astype(np.float64),
+            "thresholds_calibrated": thresholds["calibrated"].astype(np.float64),
             "target_names": np.asarray(sel.targets),
             "group_names": np.asarray(sel.groups),
         }

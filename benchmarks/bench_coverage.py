@@ -70,37 +70,43 @@ class Result:
 def _population(
     rng: np.random.Generator, n: int, share: float, regime: str, case: str, reps: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One evaluation set per column: group (N,), labels, dense and pruned predictions (N, R)."""
+    """One evaluation set: group and label per sample; ``reps`` columns of predictions.
+
+    Only positives enter an FNR, so only their predictions are drawn: dense (N_pos, R) and
+    pruned (N_pos, R), each column an independent dense model and pruning of it.
+    """
     group = (rng.random(n) < share).astype(np.int64)
-    y = rng.random((n, reps)) < PREVALENCE
-    f = np.asarray(REGIMES[regime])[group][:, None]
-    miss = rng.random((n, reps)) < f
-    dense = np.where(y, ~miss, rng.random((n, reps)) < 0.1)
+    pos = np.flatnonzero(rng.random(n) < PREVALENCE)
+    g = group[pos]
+    f = np.asarray(REGIMES[regime])[g][:, None]
+    miss = rng.random((len(pos), reps)) < f
     q, extra = CASES[case]
-    u = rng.random((n, reps))
-    flip_prob = np.where(miss, q, np.minimum(1.0, q + extra * group[:, None]))
-    pruned = np.where(y, dense ^ (u < flip_prob), dense)
-    return group, y, dense, pruned
+    flip_prob = np.where(miss, q, np.minimum(1.0, q + extra * g[:, None]))
+    pruned_miss = miss ^ (rng.random((len(pos), reps)) < flip_prob)
+    return pos, g, ~miss, ~pruned_miss
 
 
 def simulate(
     n: int, share: float, regime: str, case: str, *, reps: int, boot: int, seed: int
 ) -> Result:
-    """``reps`` independent audits of one grid cell (one bootstrap matrix per 50 columns)."""
+    """``reps`` audits of one grid cell: a fresh evaluation set and bootstrap per 25 columns.
+
+    Within a batch the columns share the samples' groups and labels and the resample matrix
+    (one ``bootstrap_weights`` call), and differ in the dense and pruned predictions.
+    """
     rng = np.random.default_rng(seed)
     out: dict[str, list[np.ndarray]] = {}
     points = []
-    per_batch = 50
+    per_batch = 25
     for b0 in range(0, reps, per_batch):
         r = min(per_batch, reps - b0)
-        group, y, dense, pruned = _population(rng, n, share, regime, case, r)
-        w = M.bootstrap_weights(n, n_resamples=boot, seed=int(rng.integers(2**31)))
+        pos, g, dense, pruned = _population(rng, n, share, regime, case, r)
+        w = M.bootstrap_weights(n, n_resamples=boot, seed=int(rng.integers(2**31)))[:, pos]
+        y = np.ones_like(dense)
         fnr = {}
         for name, pred in (("dense", dense), ("pruned", pruned)):
-            point = M.rates_from_counts(M.confusion_counts(y, pred, group, n_cells=2))["fnr"]
-            reps_ = M.rates_from_counts(
-                M.confusion_counts(y, pred, group, n_cells=2, weights=w)
-            )["fnr"]
+            point = M.rates_from_counts(M.confusion_counts(y, pred, g, n_cells=2))["fnr"]
+            reps_ = M.rates_from_counts(M.confusion_counts(y, pred, g, n_cells=2, weights=w))["fnr"]
             fnr[name] = (point, reps_)  # (R, 2) and (B, R, 2)
         x = fnr["dense"][0][..., 1] - fnr["dense"][0][..., 0]
         bx = fnr["dense"][1][..., 1] - fnr["dense"][1][..., 0]
@@ -175,9 +181,7 @@ def main() -> None:
             for regime in REGIMES:
                 for case in CASES:
                     seed += 1
-                    res = simulate(
-                        n, share, regime, case, reps=reps, boot=args.boot, seed=seed
-                    )
+                    res = simulate(n, share, regime, case, reps=reps, boot=args.boot, seed=seed)
                     s = summarise(res)
                     cells = " | ".join(
                         f"{s[m]['coverage']:.3f} / {s[m]['excludes_point']:.3f} / "
