@@ -55,9 +55,11 @@ class PairedBootstrap:
     - Δ of a max − min gap of a **binary** group attribute: the projection interval of
       ``|x + d| − |x|`` (``metrics.abs_change_projection_ci``) from the dense signed gap
       ``x`` and its paired change ``d``; ``ci_method = "projection"``.
-    - every other Δ (intersections and attributes with more values, signed gaps, BA,
-      accuracy, excess accuracy change): the paired percentile interval;
-      ``ci_method = "percentile"``.
+    - Δ of a max − min gap over more than two cells (intersections, attributes with more
+      values): the box bound over per-cell intervals (``metrics.range_change_box_ci``);
+      ``ci_method = "box"``.
+    - every other Δ (signed gaps, equalized odds, BA, accuracy, excess accuracy change):
+      the paired percentile interval; ``ci_method = "percentile"``.
 
     Every interval is widened to contain its point estimate. A replicate in which a cell
     that is estimable at the point estimate has no denominator is undefined (see
@@ -108,19 +110,23 @@ class PairedBootstrap:
             "boot_cell_accuracy": {},
             "signed": {},
             "boot_signed": {},
+            "cell_rates": {},
+            "boot_cell_rates": {},
         }
         if self.weights is not None:
             out["boot_accuracy"] = (self.weights @ correct).astype(np.float64) / pop.n
         for key in pop.keys:
             point = cell_counts(pop, key, pred, unc)
             out["gaps"][key.name] = gap_arrays(key, point)
-            out["cell_accuracy"][key.name] = M.rates_from_counts(point)["accuracy"]
+            out["cell_rates"][key.name] = M.rates_from_counts(point)
+            out["cell_accuracy"][key.name] = out["cell_rates"][key.name]["accuracy"]
             if key.n_cells == 2:
                 out["signed"][key.name] = signed_arrays(key, point)
             if self.weights is not None:
                 boot = cell_counts(pop, key, pred, unc, weights=self.weights)
                 out["boot_gaps"][key.name] = gap_arrays(key, boot)
-                out["boot_cell_accuracy"][key.name] = M.rates_from_counts(boot)["accuracy"]
+                out["boot_cell_rates"][key.name] = M.rates_from_counts(boot)
+                out["boot_cell_accuracy"][key.name] = out["boot_cell_rates"][key.name]["accuracy"]
                 if key.n_cells == 2:
                     out["boot_signed"][key.name] = signed_arrays(key, boot)
         return out
@@ -165,6 +171,8 @@ class PairedBootstrap:
                             bd = pruned["boot_signed"][key.name][rate][:, a] - bx
                             proj = (bx, bd)
                         metrics[metric] = self._projected(value, x, d, proj, why)
+                    elif rate is not None:
+                        metrics[metric] = self._boxed(key, a, rate, value, dense, pruned, why)
                     else:
                         metrics[metric] = self._d(value, reps, why)
                 entry["by_group"][key.name] = metrics
@@ -229,6 +237,35 @@ class PairedBootstrap:
         if ci is not None:
             out["ci_method"] = "percentile"
             out["replicates"] = used
+        return out
+
+    def _boxed(
+        self,
+        key: Any,
+        a: int,
+        rate: str,
+        value: float,
+        dense: dict[str, Any],
+        pruned: dict[str, Any],
+        why: str,
+    ) -> dict[str, Any]:
+        """Δ of a gap over more than two cells with the box bound (``range_change_box_ci``)."""
+        v = _num(value)
+        out: dict[str, Any] = {"value": v, "ci": None, "reason": None if v is not None else why}
+        if v is None or self.weights is None:
+            return out
+        keep = key.valid_for(rate)[a]
+        x = dense["cell_rates"][key.name][rate][a, keep]
+        d = pruned["cell_rates"][key.name][rate][a, keep] - x
+        bx = dense["boot_cell_rates"][key.name][rate][:, a, keep]
+        bd = pruned["boot_cell_rates"][key.name][rate][:, a, keep] - bx
+        if x.shape[-1] < 2 or not (np.isfinite(x).all() and np.isfinite(d).all()):
+            return out
+        lo, hi = M.include_point(v, *M.range_change_box_ci(x, d, bx, bd, level=LEVEL))
+        if np.isfinite(lo) and np.isfinite(hi):
+            out["ci"] = [float(lo), float(hi)]
+            out["ci_method"] = "box"
+            out["replicates"] = int((np.isfinite(bx).all(-1) & np.isfinite(bd).all(-1)).sum())
         return out
 
     @staticmethod

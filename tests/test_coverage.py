@@ -91,3 +91,28 @@ def test_seeded_coverage_of_the_gate_interval(regime: str, case: str) -> None:
     # the old percentile interval of the max - min Δ misses Δ = 0 when both FNRs sit at 0
     if regime == "zero":
         assert bench.summarise(res)["percentile"]["coverage"] < 0.5
+
+
+def test_box_bound_contains_every_change_over_its_box() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        k = int(rng.integers(2, 6))
+        x, d = rng.uniform(0, 1, k), rng.normal(0, 0.1, k)
+        bx, bd = x + rng.normal(0, 0.05, (400, k)), d + rng.normal(0, 0.05, (400, k))
+        lo, hi = M.range_change_box_ci(x, d, bx, bd)
+        side = 1 - 0.05 / (2 * k)
+        q = [50 * (1 - side), 50 * (1 + side)]
+        (a, b), (dl, du) = np.percentile(bx, q, axis=0), np.percentile(bd, q, axis=0)
+        xs, ds = rng.uniform(a, b, (5000, k)), rng.uniform(dl, du, (5000, k))
+        f = np.ptp(xs + ds, axis=1) - np.ptp(xs, axis=1)
+        assert lo - 1e-12 <= f.min() and f.max() <= hi + 1e-12
+        point = np.ptp(x + d) - np.ptp(x)
+        assert lo <= point <= hi
+
+
+def test_seeded_coverage_of_the_box_bound_on_four_cells() -> None:
+    # all four cells at FNR 0 and 2% flips: the percentile interval of Δ never covers 0
+    res = bench.simulate_cells(3000, "zero", "flip2", reps=100, boot=1000, seed=11)
+    s = bench.summarise(res)
+    assert s["box"]["coverage"] >= 0.9 and s["box"]["excludes_point"] == 0.0
+    assert s["percentile"]["coverage"] < 0.5
