@@ -32,9 +32,12 @@ DEFAULT_FORMATS: tuple[str, ...] = ("json", "md", "html")
 class Policy:
     """Gate policy: limits on what pruning may change (SPEC §8).
 
-    Every ``max_delta_*`` limit is compared with the upper bound of the 95% paired-bootstrap
-    CI of Δ = pruned − dense at ``target_sparsity`` (``fail_on="validated"``) or with the
-    forecast's predicted Δ (``fail_on="forecast"``).
+    Every ``max_delta_*`` limit is compared with the 95% paired-bootstrap CI of
+    Δ = pruned − dense at ``target_sparsity`` (``fail_on="validated"``): pass when the upper
+    bound is within the limit, fail when the lower bound exceeds it, inconclusive between
+    (``on_inconclusive`` decides whether that fails the gate); or with the forecast's
+    predicted Δ (``fail_on="forecast"``). ``max_accuracy_drop`` limits the overall accuracy
+    drop, ``max_excess_accuracy_drop`` each group's accuracy drop beyond the overall one.
     """
 
     target_sparsity: float = 0.9
@@ -43,10 +46,12 @@ class Policy:
     max_delta_accuracy_gap: float = 0.05
     max_delta_bias_amplification: float = 0.05
     max_accuracy_drop: float = 0.05
+    max_excess_accuracy_drop: float = 0.05
     min_group_size: int = 30
     fail_on: FailOn = "validated"
     thresholds: Literal["default", "calibrated"] = "default"
     on_undefined: Literal["fail", "warn"] = "fail"
+    on_inconclusive: Literal["fail", "warn"] = "fail"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the policy as plain data."""
@@ -57,6 +62,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "fail_on": ("validated", "forecast"),
     "thresholds": ("default", "calibrated"),
     "on_undefined": ("fail", "warn"),
+    "on_inconclusive": ("fail", "warn"),
 }
 
 

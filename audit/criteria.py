@@ -38,6 +38,13 @@ _RATE_OF = {
     "signed_fnr_gap": "fnr",
 }
 _RATE_NEEDS = {"tpr": "positives", "fnr": "positives", "fpr": "negatives"}
+#: The rates every gap is built from, in the order the binary signed arrays are computed.
+RATES: tuple[str, ...] = ("accuracy", "tpr", "fpr", "fnr", "selection_rate", "uncertainty_rate")
+
+
+def denominator(rate: str) -> str:
+    """What a rate is a share of: ``positives`` (TPR, FNR), ``negatives`` (FPR) or ``samples``."""
+    return _RATE_NEEDS.get(rate, "samples")
 
 
 @dataclass(frozen=True)
@@ -51,11 +58,35 @@ class GroupKey:
     valid: np.ndarray  # (C,) bool: cell has at least min_group_size samples
     majority_cell: np.ndarray  # (A,) int: v* per target for BA, -1 when not applicable
     ba_reason: tuple[str | None, ...]  # per target: why BA is not estimable (train-side)
+    positives: np.ndarray  # (A, C) label positives per target and cell
+    min_group_size: int
 
     @property
     def n_cells(self) -> int:
         """Number of cells."""
         return len(self.values)
+
+    @property
+    def negatives(self) -> np.ndarray:
+        """(A, C) label negatives per target and cell."""
+        return self.sizes[None, :] - self.positives
+
+    def denominators(self, rate: str) -> np.ndarray:
+        """(A, C) denominator of ``rate`` per target and cell (labels only, model-free)."""
+        need = denominator(rate)
+        if need == "positives":
+            return self.positives
+        if need == "negatives":
+            return self.negatives
+        return np.broadcast_to(self.sizes[None, :], self.positives.shape)
+
+    def valid_for(self, rate: str) -> np.ndarray:
+        """(A, C) bool: the rate's denominator reaches ``min_group_size`` (SPEC §4.7, issue 13.3).
+
+        An FNR rests on the cell's positives and an FPR on its negatives, so a cell of 200
+        with 4 positives is too small for an FNR even when it is large enough for accuracy.
+        """
+        return self.denominators(rate) >= self.min_group_size
 
 
 @dataclass(frozen=True)
@@ -134,6 +165,13 @@ def build_population(
             for vals in cell_values
         )
         sizes = np.bincount(cells, minlength=len(shown))
+        # (A, C) label positives: one offset bincount over (target, cell) pairs
+        flat = (np.arange(labels.shape[1])[None, :] * len(shown) + cells[:, None]).ravel()
+        positives = (
+            np.bincount(flat, weights=labels.ravel(), minlength=labels.shape[1] * len(shown))
+            .reshape(labels.shape[1], len(shown))
+            .astype(np.int64)
+        )
         majority, reasons = _majority_cells(
             cols, cell_values, train_labels, train_groups, len(targets)
         )
@@ -146,6 +184,8 @@ def build_population(
                 valid=sizes >= min_group_size,
                 majority_cell=majority,
                 ba_reason=reasons,
+                positives=positives,
+                min_group_size=int(min_group_size),
             )
         )
     return Population(
@@ -250,30 +290,69 @@ def cell_counts(
     )
 
 
+def _consistent_gap(rate: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Max − min over the valid cells; NaN when any valid cell's rate is undefined.
+
+    At the point estimate a valid cell always has a nonzero denominator. In a bootstrap
+    replicate it can have none (no positives drawn); a gap over the remaining cells would be
+    a different statistic from the point estimate's, so such a replicate is undefined
+    (dropped and counted by the bootstrap) instead of being mixed in silently.
+    """
+    gap = M.between_groups(rate, valid=valid)
+    missing = (valid & np.isnan(rate)).any(axis=-1)
+    return np.where(missing, np.nan, gap)
+
+
 def gap_arrays(key: GroupKey, counts: np.ndarray) -> dict[str, np.ndarray]:
     """Every gap metric and BA as arrays of shape counts.shape[:-2] (i.e. (…, A)).
 
-    Gaps are max − min over cells with at least ``min_group_size`` samples whose rate is
-    defined (Fairlearn's ``between_groups``); NaN when fewer than two such cells exist.
+    Gaps are max − min over the cells whose rate's denominator (positives for TPR/FNR,
+    negatives for FPR, samples otherwise) reaches ``min_group_size`` (Fairlearn's
+    ``between_groups``); NaN when fewer than two such cells exist, or when a bootstrap
+    replicate leaves one of them without a denominator (see :func:`_consistent_gap`).
     """
     rates = M.rates_from_counts(counts)
     out: dict[str, np.ndarray] = {}
     for metric in GAP_METRICS:
         if metric == "equalized_odds_difference":
-            out[metric] = M.equalized_odds_from_rates(rates["tpr"], rates["fpr"], valid=key.valid)
+            out[metric] = np.maximum(
+                _consistent_gap(rates["tpr"], key.valid_for("tpr")),
+                _consistent_gap(rates["fpr"], key.valid_for("fpr")),
+            )
         else:
-            out[metric] = M.between_groups(rates[_RATE_OF[metric]], valid=key.valid)
+            rate = _RATE_OF[metric]
+            out[metric] = _consistent_gap(rates[rate], key.valid_for(rate))
     if key.n_cells == 2:
+        signed = signed_arrays(key, counts, rates=rates)
         for metric in SIGNED_METRICS:
-            r = rates[_RATE_OF[metric]]
-            v = r[..., 1] - r[..., 0]
-            out[metric] = np.where(key.valid.all(), v, np.nan)
+            out[metric] = signed[_RATE_OF[metric]]
     ba = np.full(counts.shape[:-2], np.nan)
     if (key.majority_cell >= 0).any():
         ba = M.bias_amplification_from_counts(counts[..., :4], majority_cell=key.majority_cell)
         eligible = np.array([r is None for r in key.ba_reason])
         ba = np.where(eligible, ba, np.nan)
     out["bias_amplification"] = ba
+    return out
+
+
+def signed_arrays(
+    key: GroupKey, counts: np.ndarray, *, rates: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Signed gap (cell 1 − cell 0) of every rate of a binary key, shape counts.shape[:-2].
+
+    NaN unless both cells are valid for the rate. For two cells the max − min gap is the
+    absolute value of the signed gap, which the gate's projection interval relies on.
+    """
+    if key.n_cells != 2:
+        raise ValueError(f"signed gaps need a binary group key; {key.name} has {key.n_cells} cells")
+    rates = M.rates_from_counts(counts) if rates is None else rates
+    out = {}
+    for rate in RATES:
+        if rate not in rates:
+            continue
+        r = rates[rate]
+        both = key.valid_for(rate).all(axis=-1)
+        out[rate] = np.where(both, r[..., 1] - r[..., 0], np.nan)
     return out
 
 
@@ -317,15 +396,39 @@ def _cell_dict(
     return cell
 
 
+def _mark_small_rates(cell: dict[str, Any], key: GroupKey, a: int, c: int, *, where: str) -> None:
+    """Make a cell's rate not estimable (None + reason) when its denominator is too small."""
+    for rate in RATES:
+        if rate not in cell or cell[rate] is None or key.valid_for(rate)[a, c]:
+            continue
+        need = denominator(rate)
+        cell[rate] = None
+        cell["reasons"][rate] = (
+            f"not estimable: {where} has {int(key.denominators(rate)[a, c])} {need}, fewer than "
+            f"min_group_size={key.min_group_size} (the {rate.replace('_', ' ')} is a share of "
+            f"the {need})"
+        )
+
+
 def _gap_reason(metric: str, key: GroupKey, rates: dict[str, np.ndarray], a: int) -> str:
-    rate = "tpr" if metric == "equalized_odds_difference" else _RATE_OF.get(metric, "accuracy")
+    rates_used = (
+        ("tpr", "fpr")
+        if metric == "equalized_odds_difference"
+        else (_RATE_OF.get(metric, "accuracy"),)
+    )
     notes = []
-    for c, value in enumerate(key.values):
-        if not key.valid[c]:
-            notes.append(f"{key.name}={value} has {int(key.sizes[c])} < min_group_size samples")
-        elif not np.isfinite(rates[rate][a, c]):
-            notes.append(f"{key.name}={value} has no {_RATE_NEEDS.get(rate, 'samples')}")
-    detail = "; ".join(notes) if notes else "fewer than two comparable groups"
+    for rate in rates_used:
+        need = denominator(rate)
+        for c, value in enumerate(key.values):
+            count = int(key.denominators(rate)[a, c])
+            if not key.valid_for(rate)[a, c]:
+                notes.append(
+                    f"{key.name}={value} has {count} {need} < min_group_size={key.min_group_size}"
+                    + (f" ({rate} is a share of the {need})" if need != "samples" else "")
+                )
+            elif not np.isfinite(rates[rate][a, c]):
+                notes.append(f"{key.name}={value} has no {need}")
+    detail = "; ".join(dict.fromkeys(notes)) if notes else "fewer than two comparable groups"
     return f"not estimable: {detail}"
 
 
@@ -376,6 +479,7 @@ def metrics_block(pop: Population, probs: np.ndarray, thresholds: np.ndarray) ->
                 )
                 cell["value"] = value
                 cell["small"] = bool(not key.valid[c])
+                _mark_small_rates(cell, key, a, c, where=f"{key.name}={value}")
                 cells.append(cell)
             gap_out: dict[str, Any] = {}
             for metric, arr in gaps.items():

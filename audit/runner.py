@@ -34,7 +34,7 @@ from audit.report.writer import PREDICTIONS_NAME, open_staging, pause_point
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 class Progress(Protocol):
@@ -452,6 +452,20 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                         f"min_group_size={cfg.policy.min_group_size}: its rates are shown but "
                         "it is left out of gaps (not estimable there)."
                     )
+                    continue
+                for need, rates in (("positives", "TPR/FNR"), ("negatives", "FPR")):
+                    counts = key.positives[:, c] if need == "positives" else key.negatives[:, c]
+                    few = [
+                        t
+                        for t, k in zip(pop.targets, counts, strict=True)
+                        if k < key.min_group_size
+                    ]
+                    if few:
+                        warnings.append(
+                            f"Group {key.name}={value} has fewer than min_group_size="
+                            f"{key.min_group_size} {need} for {', '.join(few)}: the {rates} there "
+                            "is not estimable and left out of gaps and gate checks."
+                        )
 
         dense_probs = criteria.probabilities(eval_logits, sel.task)
         calib_probs = criteria.probabilities(calib_logits, sel.task)
@@ -560,6 +574,13 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                 warnings.append(
                     f"gate check {c['name']} for {c['target']} is undefined: {c['detail']}"
                 )
+            if c["outcome"] == "inconclusive" and cfg.policy.on_inconclusive == "warn":
+                need = f"; about {c['n_needed']:,} samples would settle it" if c["n_needed"] else ""
+                warnings.append(
+                    f"gate check {c['name']} for {c['target']}"
+                    + (f" by {c['group']}" if c["group"] else "")
+                    + f" is inconclusive: {c['detail']} straddles the limit {c['limit']:g}{need}"
+                )
         report = {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": "prune-audit", "version": __version__},
@@ -608,13 +629,19 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             "ids": np.asarray([str(x) for x in ds.ids[eval_idx]]),
             "labels": labels,
             "groups": groups,
-            "dense_probs": dense_probs.astype(np.float32),
+            # float64, exactly the probabilities every number in report.json was computed
+            # from (float32 saturates at 1.0 and moved a recomputed AUROC by 4e-4); the dense
+            # logits too, as the model produced them
+            "dense_probs": dense_probs.astype(np.float64),
+            "dense_logits": eval_logits,
             "sparsities": np.asarray([lv["sparsity"] for lv in levels], dtype=np.float64),
             "pruned_probs": (
-                np.stack(pruned_probs).astype(np.float32)
+                np.stack(pruned_probs).astype(np.float64)
                 if pruned_probs
-                else np.zeros((0, *dense_probs.shape), dtype=np.float32)
+                else np.zeros((0, *dense_probs.shape), dtype=np.float64)
             ),
+            "thresholds_default": thresholds["default"].astype(np.float64),
+            "thresholds_calibrated": thresholds["calibrated"].astype(np.float64),
             "target_names": np.asarray(sel.targets),
             "group_names": np.asarray(sel.groups),
         }
@@ -1197,7 +1224,19 @@ def _verdict(
     if passed:
         head = "Gate passed: pruning stays within the policy's bias limits"
     else:
-        head = f"Gate failed: {len(gate_result['failures'])} check(s) exceed the policy"
+        pol = gate_result["policy"]
+        blocks = {"fail"} | {
+            k for k in ("undefined", "inconclusive") if pol.get(f"on_{k}", "fail") == "fail"
+        }
+        outcomes = [c["outcome"] for c in gate_result["checks"] if c["outcome"] in blocks]
+        parts = [
+            f"{outcomes.count(k)} {k}"
+            for k in ("fail", "inconclusive", "undefined")
+            if outcomes.count(k)
+        ]
+        head = f"Gate failed: {len(gate_result['failures'])} check(s) block it" + (
+            f" ({', '.join(parts)})" if parts else ""
+        )
     if validation:
         head += (
             f"; max safe sparsity {safe:g}."

@@ -22,6 +22,7 @@ from audit.criteria import (
     cell_counts,
     gap_arrays,
     predict_labels,
+    signed_arrays,
     uncertain,
 )
 from audit.forecast import direction, risk_level
@@ -34,8 +35,35 @@ def _num(x: Any) -> float | None:
     return x if np.isfinite(x) else None
 
 
+#: Gap metrics whose binary-key Δ interval is the projection of the signed gap (their rate).
+_PROJECTED = {
+    "accuracy_gap": "accuracy",
+    "fpr_gap": "fpr",
+    "fnr_gap": "fnr",
+    "tpr_gap": "tpr",
+    "demographic_parity_difference": "selection_rate",
+    "uncertainty_gap": "uncertainty_rate",
+}
+LEVEL = 0.95
+
+
 class PairedBootstrap:
     """Dense-side bootstrap replicates, computed once and reused for every pruned model.
+
+    Intervals (issue 13; coverage measured by benchmarks/bench_coverage.py):
+
+    - Δ of a max − min gap of a **binary** group attribute: the projection interval of
+      ``|x + d| − |x|`` (``metrics.abs_change_projection_ci``) from the dense signed gap
+      ``x`` and its paired change ``d``; ``ci_method = "projection"``.
+    - Δ of a max − min gap over more than two cells (intersections, attributes with more
+      values): the box bound over per-cell intervals (``metrics.range_change_box_ci``);
+      ``ci_method = "box"``.
+    - every other Δ (signed gaps, equalized odds, BA, accuracy, excess accuracy change):
+      the paired percentile interval; ``ci_method = "percentile"``.
+
+    Every interval is widened to contain its point estimate. A replicate in which a cell
+    that is estimable at the point estimate has no denominator is undefined (see
+    ``criteria._consistent_gap``) and left out; ``replicates`` says how many were used.
 
     Parameters
     ----------
@@ -74,15 +102,33 @@ class PairedBootstrap:
         pred = predict_labels(probs, self.thresholds[mode], pop.task)
         unc = uncertain(probs, pop.task, pop.band)
         correct = (pred == pop.labels).astype(np.float32)
-        out: dict[str, Any] = {"accuracy": correct.mean(axis=0), "gaps": {}, "boot_gaps": {}}
+        out: dict[str, Any] = {
+            "accuracy": correct.mean(axis=0, dtype=np.float64),
+            "gaps": {},
+            "boot_gaps": {},
+            "cell_accuracy": {},
+            "boot_cell_accuracy": {},
+            "signed": {},
+            "boot_signed": {},
+            "cell_rates": {},
+            "boot_cell_rates": {},
+        }
         if self.weights is not None:
-            out["boot_accuracy"] = (self.weights @ correct) / pop.n
+            out["boot_accuracy"] = (self.weights @ correct).astype(np.float64) / pop.n
         for key in pop.keys:
-            out["gaps"][key.name] = gap_arrays(key, cell_counts(pop, key, pred, unc))
+            point = cell_counts(pop, key, pred, unc)
+            out["gaps"][key.name] = gap_arrays(key, point)
+            out["cell_rates"][key.name] = M.rates_from_counts(point)
+            out["cell_accuracy"][key.name] = out["cell_rates"][key.name]["accuracy"]
+            if key.n_cells == 2:
+                out["signed"][key.name] = signed_arrays(key, point)
             if self.weights is not None:
-                out["boot_gaps"][key.name] = gap_arrays(
-                    key, cell_counts(pop, key, pred, unc, weights=self.weights)
-                )
+                boot = cell_counts(pop, key, pred, unc, weights=self.weights)
+                out["boot_gaps"][key.name] = gap_arrays(key, boot)
+                out["boot_cell_rates"][key.name] = M.rates_from_counts(boot)
+                out["boot_cell_accuracy"][key.name] = out["boot_cell_rates"][key.name]["accuracy"]
+                if key.n_cells == 2:
+                    out["boot_signed"][key.name] = signed_arrays(key, boot)
         return out
 
     def deltas(self, pruned_probs: np.ndarray) -> dict[str, Any]:
@@ -93,45 +139,155 @@ class PairedBootstrap:
 
     def _delta(self, dense: dict[str, Any], pruned: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        boot = self.weights is not None
         for a, target in enumerate(self.pop.targets):
+            acc_change = pruned["accuracy"][a] - dense["accuracy"][a]
+            acc_boot = (
+                pruned["boot_accuracy"][:, a] - dense["boot_accuracy"][:, a] if boot else None
+            )
             entry: dict[str, Any] = {
-                "accuracy": self._d(
-                    pruned["accuracy"][a] - dense["accuracy"][a],
-                    None
-                    if self.weights is None
-                    else pruned["boot_accuracy"][:, a] - dense["boot_accuracy"][:, a],
-                    "accuracy undefined",
-                ),
+                "accuracy": self._d(acc_change, acc_boot, "accuracy undefined"),
                 "by_group": {},
+                "excess_accuracy_change": {},
             }
             for key in self.pop.keys:
                 metrics = {}
                 for metric, dense_arr in dense["gaps"][key.name].items():
                     value = pruned["gaps"][key.name][metric][a] - dense_arr[a]
-                    boot = None
-                    if self.weights is not None:
-                        boot = (
+                    why = "not estimable on the dense or the pruned model (see the metrics table)"
+                    reps = None
+                    if boot:
+                        reps = (
                             pruned["boot_gaps"][key.name][metric][:, a]
                             - dense["boot_gaps"][key.name][metric][:, a]
                         )
-                    metrics[metric] = self._d(
-                        value,
-                        boot,
-                        "not estimable on the dense or the pruned model (see the metrics table)",
-                    )
+                    rate = _PROJECTED.get(metric)
+                    if key.n_cells == 2 and rate is not None:
+                        x = dense["signed"][key.name][rate][a]
+                        d = pruned["signed"][key.name][rate][a] - x
+                        proj = None
+                        if boot:
+                            bx = dense["boot_signed"][key.name][rate][:, a]
+                            bd = pruned["boot_signed"][key.name][rate][:, a] - bx
+                            proj = (bx, bd)
+                        metrics[metric] = self._projected(value, x, d, proj, why)
+                    elif rate is not None:
+                        metrics[metric] = self._boxed(key, a, rate, value, dense, pruned, why)
+                    else:
+                        metrics[metric] = self._d(value, reps, why)
                 entry["by_group"][key.name] = metrics
+                entry["excess_accuracy_change"][key.name] = self._excess(
+                    key, a, dense, pruned, acc_change, acc_boot
+                )
             out[target] = entry
         return out
+
+    def _excess(
+        self,
+        key: Any,
+        a: int,
+        dense: dict[str, Any],
+        pruned: dict[str, Any],
+        acc_change: float,
+        acc_boot: np.ndarray | None,
+    ) -> list[dict[str, Any]]:
+        """Per cell: (pruned − dense accuracy in the cell) − (pruned − dense overall).
+
+        Hashemizadeh et al. (ICLR 2024, "Balancing Act") call a group whose accuracy falls
+        faster than the model's a victim of disparate impact; negative values are that.
+        """
+        rows = []
+        valid = key.valid_for("accuracy")[a]
+        for c, value in enumerate(key.values):
+            change = (
+                pruned["cell_accuracy"][key.name][a, c] - dense["cell_accuracy"][key.name][a, c]
+            )
+            reps = None
+            if acc_boot is not None:
+                reps = (
+                    pruned["boot_cell_accuracy"][key.name][:, a, c]
+                    - dense["boot_cell_accuracy"][key.name][:, a, c]
+                    - acc_boot
+                )
+            if valid[c]:
+                d = self._d(change - acc_change, reps, "accuracy undefined")
+            else:
+                d = {
+                    "value": None,
+                    "ci": None,
+                    "reason": (
+                        f"not estimable: {key.name}={value} has {int(key.sizes[c])} samples, "
+                        f"fewer than min_group_size={key.min_group_size}"
+                    ),
+                }
+            rows.append({"group_value": value, "n": int(key.sizes[c]), **d})
+        return rows
 
     @staticmethod
     def _d(value: float, boot: np.ndarray | None, why: str) -> dict[str, Any]:
         v = _num(value)
         ci = None
+        used = None
         if v is not None and boot is not None:
-            lo, hi = M.percentile_ci(boot, level=0.95)
+            used = int(np.isfinite(boot).sum())
+            lo, hi = M.include_point(v, *M.percentile_ci(boot, level=LEVEL))
             if np.isfinite(lo) and np.isfinite(hi):
                 ci = [float(lo), float(hi)]
-        return {"value": v, "ci": ci, "reason": None if v is not None else why}
+        out: dict[str, Any] = {"value": v, "ci": ci, "reason": None if v is not None else why}
+        if ci is not None:
+            out["ci_method"] = "percentile"
+            out["replicates"] = used
+        return out
+
+    def _boxed(
+        self,
+        key: Any,
+        a: int,
+        rate: str,
+        value: float,
+        dense: dict[str, Any],
+        pruned: dict[str, Any],
+        why: str,
+    ) -> dict[str, Any]:
+        """Δ of a gap over more than two cells with the box bound (``range_change_box_ci``)."""
+        v = _num(value)
+        out: dict[str, Any] = {"value": v, "ci": None, "reason": None if v is not None else why}
+        if v is None or self.weights is None:
+            return out
+        keep = key.valid_for(rate)[a]
+        x = dense["cell_rates"][key.name][rate][a, keep]
+        d = pruned["cell_rates"][key.name][rate][a, keep] - x
+        bx = dense["boot_cell_rates"][key.name][rate][:, a, keep]
+        bd = pruned["boot_cell_rates"][key.name][rate][:, a, keep] - bx
+        if x.shape[-1] < 2 or not (np.isfinite(x).all() and np.isfinite(d).all()):
+            return out
+        lo, hi = M.include_point(v, *M.range_change_box_ci(x, d, bx, bd, level=LEVEL))
+        if np.isfinite(lo) and np.isfinite(hi):
+            out["ci"] = [float(lo), float(hi)]
+            out["ci_method"] = "box"
+            out["replicates"] = int((np.isfinite(bx).all(-1) & np.isfinite(bd).all(-1)).sum())
+        return out
+
+    @staticmethod
+    def _projected(
+        value: float,
+        x: float,
+        d: float,
+        proj: tuple[np.ndarray, np.ndarray] | None,
+        why: str,
+    ) -> dict[str, Any]:
+        v = _num(value)
+        out: dict[str, Any] = {"value": v, "ci": None, "reason": None if v is not None else why}
+        if v is None or proj is None or not (np.isfinite(x) and np.isfinite(d)):
+            return out
+        bx, bd = proj
+        lo, hi = M.abs_change_projection_ci(x, d, bx, bd, level=LEVEL)
+        lo, hi = M.include_point(v, lo, hi)
+        if np.isfinite(lo) and np.isfinite(hi):
+            out["ci"] = [float(lo), float(hi)]
+            out["ci_method"] = "projection"
+            out["replicates"] = int((np.isfinite(bx) & np.isfinite(bd)).sum())
+        return out
 
 
 def flips(

@@ -340,7 +340,15 @@ def test_too_small_group_is_a_warning_not_an_error(
     assert small == {"0": False, "1": True}
     gap = by_group["gaps"]["fnr_gap"]
     assert gap["value"] is None
-    assert re.search(r"not estimable: rare=1 has 3 < min_group_size", gap["reason"])
+    # the FNR rests on positives: rare=1 is too small for it by its positives (issue 13.3)
+    positives = next(c["positives"] for c in by_group["cells"] if c["value"] == "1")
+    assert re.search(
+        rf"not estimable: rare=1 has {positives} positives < min_group_size=5 "
+        r"\(fnr is a share of the positives\)",
+        gap["reason"],
+    )
+    acc = by_group["gaps"]["accuracy_gap"]
+    assert re.search(r"not estimable: rare=1 has 3 samples < min_group_size=5$", acc["reason"])
 
 
 # ---------------------------------------------------------------------------- code execution

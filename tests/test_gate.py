@@ -37,6 +37,12 @@ DENSE = {
         }
     }
 }
+DENSE_CELLS = copy.deepcopy(DENSE)
+DENSE_CELLS["default"]["t"]["overall"] = {"n": 400}
+DENSE_CELLS["default"]["t"]["by_group"]["g"]["cells"] = [
+    {"value": "0", "n": 300, "positives": 90, "negatives": 210, "accuracy": 0.9},
+    {"value": "1", "n": 100, "positives": 30, "negatives": 70, "accuracy": 0.8},
+]
 FORECAST = {
     "pairs": [
         {
@@ -49,29 +55,102 @@ FORECAST = {
 }
 
 
-def test_upper_ci_bound_is_judged() -> None:
-    # Δ = 0.02 passes a 0.05 limit by its value, but its CI upper bound 0.06 does not.
+def test_value_is_the_point_and_the_interval_decides() -> None:
+    # Δ = 0.02 is within a 0.05 limit, but its CI [-0.02, 0.06] straddles it: inconclusive.
     checks = level_checks(_level(0.9, _d(0.02, [-0.02, 0.06])), DENSE, Policy())
     fnr = next(c for c in checks if c["name"] == "delta_fnr_gap")
-    assert fnr["value"] == 0.06 and fnr["outcome"] == "fail" and "upper bound" in fnr["detail"]
+    assert fnr["value"] == 0.02 and fnr["ci"] == [-0.02, 0.06]
+    assert fnr["outcome"] == "inconclusive" and fnr["width"] == pytest.approx(0.08)
     acc = next(c for c in checks if c["name"] == "accuracy_drop")
-    assert acc["value"] == pytest.approx(0.02) and acc["outcome"] == "pass"
+    # accuracy change -0.01 [-0.02, 0.0] is a drop of 0.01 [0.0, 0.02]
+    assert acc["value"] == pytest.approx(0.01) and acc["ci"] == pytest.approx([0.0, 0.02])
+    assert acc["outcome"] == "pass"
 
 
 @pytest.mark.parametrize(
-    ("key", "level", "passes"),
+    ("ci", "outcome"),
     [
-        ("max_delta_fnr_gap", _level(0.9, _d(0.01, [0.0, 0.04])), True),
-        ("max_delta_fnr_gap", _level(0.9, _d(0.05, [0.03, 0.07])), False),
-        ("max_accuracy_drop", _level(0.9, _d(0.0, [0, 0]), _d(-0.10, [-0.12, -0.08])), False),
+        ([0.00, 0.05], "pass"),  # the upper bound reaches the limit: still ruled out
+        ([0.01, 0.049], "pass"),
+        ([0.051, 0.08], "fail"),  # the lower bound is beyond the limit
+        ([0.05, 0.08], "inconclusive"),  # the lower bound sits on the limit: not shown beyond
+        ([-0.03, 0.06], "inconclusive"),
     ],
 )
-def test_each_limit_passes_and_fails(key: str, level: dict[str, Any], passes: bool) -> None:
-    result = evaluate_gate(
-        Policy(), dense=DENSE, forecast=FORECAST, levels=[level], policy_source="t"
+def test_three_outcomes_from_the_interval(ci: list[float], outcome: str) -> None:
+    value = (ci[0] + ci[1]) / 2
+    checks = level_checks(_level(0.9, _d(value, ci)), DENSE, Policy())
+    fnr = next(c for c in checks if c["name"] == "delta_fnr_gap")
+    assert fnr["outcome"] == outcome
+
+
+@pytest.mark.parametrize("on_inconclusive", ["fail", "warn"])
+def test_on_inconclusive_decides_whether_inconclusive_blocks(on_inconclusive: str) -> None:
+    level = _level(0.9, _d(0.02, [-0.02, 0.06]))
+    res = evaluate_gate(
+        Policy(on_inconclusive=on_inconclusive),
+        dense=DENSE_CELLS,
+        forecast=FORECAST,
+        levels=[level],
+        policy_source="t",
     )
-    assert result["passed"] is passes
-    assert all(c["limit"] is not None for c in result["checks"])
+    assert res["counts"]["inconclusive"] == 1
+    assert res["passed"] is (on_inconclusive == "warn")
+    if on_inconclusive == "fail":
+        (text,) = res["failures"]
+        # n_needed = N·((hi − Δ)/(L − Δ))² = 400·(0.04/0.03)² = 711.1 → 712
+        assert "delta_fnr_gap for t by g at sparsity 0.9: inconclusive" in text
+        assert "about 712 evaluation samples would settle it" in text
+    else:
+        assert res["failures"] == []
+
+
+@pytest.mark.parametrize(
+    ("value", "ci", "expected"),
+    [
+        (0.02, [-0.02, 0.06], 712),  # below the limit: the upper bound must come in
+        (0.06, [0.03, 0.09], 3600),  # above it: the lower bound must pass it; 400·(0.03/0.01)²
+        (0.05, [0.03, 0.07], None),  # on the limit: no sample size settles it
+    ],
+)
+def test_n_needed_formula(value: float, ci: list[float], expected: int | None) -> None:
+    checks = level_checks(_level(0.9, _d(value, ci)), DENSE_CELLS, Policy())
+    fnr = next(c for c in checks if c["name"] == "delta_fnr_gap")
+    assert fnr["outcome"] == "inconclusive" and fnr["n_eval"] == 400
+    assert fnr["n_needed"] == expected
+    assert fnr["cells"] == [
+        {"value": "0", "n": 300, "positives": 90, "negatives": 210},
+        {"value": "1", "n": 100, "positives": 30, "negatives": 70},
+    ]
+
+
+def test_no_interval_is_inconclusive_not_a_pass() -> None:
+    checks = level_checks(_level(0.9, _d(0.0, None)), DENSE, Policy())
+    fnr = next(c for c in checks if c["name"] == "delta_fnr_gap")
+    assert fnr["outcome"] == "inconclusive" and "--bootstrap 0" in fnr["detail"]
+
+
+def test_excess_accuracy_drop_is_checked_per_group_value() -> None:
+    level = _level(0.9, _d(0.0, [-0.01, 0.01]))
+    level["delta"]["default"]["t"]["excess_accuracy_change"] = {
+        "g": [
+            {"group_value": "0", "n": 300, "value": 0.01, "ci": [0.0, 0.02], "reason": None},
+            {"group_value": "1", "n": 100, "value": -0.09, "ci": [-0.12, -0.06], "reason": None},
+        ]
+    }
+    res = evaluate_gate(
+        Policy(), dense=DENSE_CELLS, forecast=FORECAST, levels=[level], policy_source="t"
+    )
+    ex = {c["group_value"]: c for c in res["checks"] if c["name"] == "excess_accuracy_drop"}
+    assert ex["0"]["outcome"] == "pass" and ex["0"]["value"] == pytest.approx(-0.01)
+    assert ex["1"]["outcome"] == "fail" and ex["1"]["ci"] == pytest.approx([0.06, 0.12])
+    assert res["failures"] == [
+        "excess_accuracy_drop for t by g=1 at sparsity 0.9: +0.0600 (CI lower bound) > 0.05"
+    ]
+    loose = Policy(max_excess_accuracy_drop=0.2)
+    assert evaluate_gate(
+        loose, dense=DENSE_CELLS, forecast=FORECAST, levels=[level], policy_source="t"
+    )["passed"]
 
 
 def test_limits_from_policy_apply() -> None:
@@ -79,12 +158,12 @@ def test_limits_from_policy_apply() -> None:
     assert evaluate_gate(
         Policy(), dense=DENSE, forecast=FORECAST, levels=[level], policy_source="t"
     )["passed"]
-    strict = Policy(max_delta_fnr_gap=0.02)
+    strict = Policy(max_delta_fnr_gap=0.005)
     res = evaluate_gate(strict, dense=DENSE, forecast=FORECAST, levels=[level], policy_source="t")
-    assert (
-        not res["passed"]
-        and "delta_fnr_gap for t by g at sparsity 0.9: +0.0400 > 0.02" in res["failures"][0]
-    )
+    assert not res["passed"]
+    assert res["failures"] == [
+        "delta_fnr_gap for t by g at sparsity 0.9: +0.0100 (CI lower bound) > 0.005"
+    ]
 
 
 def test_undefined_never_passes_silently() -> None:
@@ -186,15 +265,15 @@ def _level_with(path: tuple[str, ...], d: dict[str, Any], mode: str = "default")
 @pytest.mark.parametrize("over", [False, True])
 def test_every_limit_key_alone_passes_and_fails(key: str, over: bool) -> None:
     name, path = _LIMIT_KEYS[key]
-    # Only this metric moves: its judged bound is 0.08 (accuracy: a drop with lower bound
-    # −0.08); the limit is 0.1 (passes) or 0.05 (fails), every other limit is generous.
-    d = _d(-0.06, [-0.08, -0.04]) if key == "max_accuracy_drop" else _d(0.06, [0.04, 0.08])
+    # Only this metric moves: Δ 0.07, CI [0.06, 0.08] (accuracy: a change of −0.07, a drop
+    # of 0.07 [0.06, 0.08]); the limit is 0.1 (passes) or 0.05 (fails), others are generous.
+    d = _d(-0.07, [-0.08, -0.06]) if key == "max_accuracy_drop" else _d(0.07, [0.06, 0.08])
     policy = Policy(**{key: 0.05 if over else 0.1})
     res = evaluate_gate(
         policy, dense=DENSE, forecast=FORECAST, levels=[_level_with(path, d)], policy_source="t"
     )
     check = next(c for c in res["checks"] if c["name"] == name)
-    assert check["value"] == pytest.approx(0.08)
+    assert check["value"] == pytest.approx(0.07)
     assert check["limit"] == (0.05 if over else 0.1)
     assert check["outcome"] == ("fail" if over else "pass")
     assert res["passed"] is (not over)

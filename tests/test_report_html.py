@@ -303,3 +303,25 @@ def test_forecast_only_histograms_have_no_level_selector(report: dict) -> None:
         for by_key in report["uncertainty_histograms"]["targets"].values()
         for cells in by_key.values()
     ) == html.count('data-plot="histogram|')
+
+
+def test_inconclusive_checks_are_marked_with_the_sample_size_they_need(report: dict) -> None:
+    check = dict(report["gate"]["checks"][0])
+    check.update(
+        name="delta_fpr_gap",
+        value=0.02,
+        ci=[-0.02, 0.06],
+        limit=0.05,
+        outcome="inconclusive",
+        detail="Δ = +0.0200, 95% CI (projection) [-0.0200, +0.0600]",
+        n_eval=500,
+        n_needed=889,
+    )
+    report["gate"]["checks"].append(check)
+    gate = render_html(report).split('id="t-gate-checks"')[1].split("</table>")[0]
+    header = [unescape(h) for h in re.findall(r"<th[^>]*>([^<]*)</th>", gate)]
+    assert "95% CI" in header and "samples needed" in header
+    row = next(r for r in gate.split("<tr") if "inconclusive" in r)
+    assert 'class="outcome-inconclusive"' in row and "? inconclusive" in unescape(row)
+    assert "needs ≈ 889 samples (has 500)" in unescape(row)
+    assert "[-0.020, 0.060]" in row

@@ -60,12 +60,64 @@ def test_every_gate_check_is_listed_failures_first(report: dict) -> None:
     gate = md.split("### Gate checks")[1].split("###")[0]
     rows = [r for r in _tables(gate)[0][2:]]
     assert len(rows) == len(report["gate"]["checks"])
-    outcomes = [CELL_SPLIT.split(r)[7].strip() for r in rows]
+    outcomes = [CELL_SPLIT.split(r)[8].strip() for r in rows]
     assert outcomes[:2] == ["❌ fail", "❌ fail"]
     assert outcomes[2] == "⚠️ undefined"
     assert set(outcomes[3:]) == {"✅ pass"}
     header = [c.strip() for c in CELL_SPLIT.split(_tables(gate)[0][0])[1:-1]]
-    assert header[:7] == ["check", "target", "group", "sparsity", "value", "limit", "outcome"]
+    assert header[:8] == [
+        "check",
+        "target",
+        "group",
+        "sparsity",
+        "value",
+        "95% CI",
+        "limit",
+        "outcome",
+    ]
+
+
+def _inconclusive(report: dict, n_needed: int | None, ci: list[float] | None) -> dict:
+    check = copy.deepcopy(report["gate"]["checks"][0])
+    check.update(
+        name="delta_fpr_gap",
+        value=0.02,
+        ci=ci,
+        limit=0.05,
+        outcome="inconclusive",
+        detail="Δ = +0.0200, 95% CI (projection) [-0.0200, +0.0600]",
+        n_eval=500,
+        n_needed=n_needed,
+    )
+    report["gate"]["checks"].append(check)
+    return check
+
+
+def test_inconclusive_checks_show_the_sample_size_they_need(report: dict) -> None:
+    _inconclusive(report, 889, [-0.02, 0.06])
+    md = render_markdown(report)
+    gate = md.split("### Gate checks")[1].split("###")[0]
+    rows = _tables(gate)[0][2:]
+    row = next(r for r in rows if "inconclusive" in r)
+    cells = [c.strip() for c in CELL_SPLIT.split(row)]
+    assert cells[8] == "❔ inconclusive" and cells[6] == "[-0.020, 0.060]"
+    assert "needs ≈ 889 samples (has 500)" in cells[9]
+    # listed again below the table, with the reason it is neither a pass nor a fail
+    assert "**Inconclusive** (the interval straddles the limit" in gate
+    assert re.search(
+        r"delta\\_fpr\\_gap for .*: 0\.020 \\\[-0\.020, 0\.060\\\], limit 0\.050 — "
+        r"needs ≈ 889 samples \(has 500\)",
+        gate,
+    )
+    assert "inconclusive" in md.split("### Gate checks")[0]  # counted in the header
+    _assert_tables_well_formed(md)
+
+
+def test_inconclusive_without_a_sample_size_says_why(report: dict) -> None:
+    _inconclusive(report, None, None)
+    assert "no interval (bootstrap disabled): rerun with --bootstrap" in render_markdown(report)
+    report["gate"]["checks"][-1]["ci"] = [0.03, 0.07]
+    assert "the estimate sits on the limit: no sample size settles it" in render_markdown(report)
 
 
 def test_undefined_values_read_na_with_reason(report: dict) -> None:

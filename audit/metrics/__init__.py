@@ -20,7 +20,13 @@ from .bias_amplification import (
     bias_amplification,
     bias_amplification_from_counts,
 )
-from .bootstrap import bootstrap_weights, percentile_ci
+from .bootstrap import (
+    abs_change_projection_ci,
+    bootstrap_weights,
+    include_point,
+    percentile_ci,
+    range_change_box_ci,
+)
 from .calibration import (
     calibration_curve,
     expected_calibration_error,
@@ -58,6 +64,7 @@ from .uncertainty import (
 __all__ = [
     "STATISTICS",
     "BiasAmplification",
+    "abs_change_projection_ci",
     "accuracy_gap",
     "auroc",
     "between_groups",
@@ -74,6 +81,7 @@ __all__ = [
     "expected_calibration_error",
     "fnr_gap",
     "fpr_gap",
+    "include_point",
     "interdependence_r2",
     "lift_at_k",
     "margin_uncertain_mask",
@@ -81,6 +89,7 @@ __all__ = [
     "percentile_ci",
     "probability_histogram",
     "precision_at_k",
+    "range_change_box_ci",
     "rates_by_group",
     "rates_from_counts",
     "recall_at_k",

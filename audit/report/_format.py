@@ -131,6 +131,31 @@ def fmt_ci(ci: Any, *, digits: int = 3) -> str:
     return ""
 
 
+def fmt_settle(check: Mapping[str, Any]) -> str:
+    """What would settle an inconclusive gate check; empty for any other outcome.
+
+    Parameters
+    ----------
+    check : Mapping
+        A gate check (``outcome``, ``n_needed``, ``n_eval``, ``ci``).
+
+    Returns
+    -------
+    str
+        ``"needs ≈ 1,240 samples (has 500)"``; a sentence saying why no size is given when
+        ``n_needed`` is null (no interval, or the point estimate sits on the limit).
+    """
+    if check.get("outcome") != "inconclusive":
+        return ""
+    needed, have = check.get("n_needed"), check.get("n_eval")
+    if isinstance(needed, int) and not isinstance(needed, bool):
+        has = f" (has {have:,})" if isinstance(have, int) and not isinstance(have, bool) else ""
+        return f"needs ≈ {needed:,} samples{has}"
+    if check.get("ci") is None:
+        return "no interval (bootstrap disabled): rerun with --bootstrap"
+    return "the estimate sits on the limit: no sample size settles it"
+
+
 def fmt_delta(d: Mapping[str, Any] | None, *, digits: int = 3) -> str:
     """Format a ``D`` entry (value, ci, reason) as ``+0.081 [0.052, 0.110]``.
 

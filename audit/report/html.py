@@ -33,6 +33,7 @@ from audit.report._format import (
     fmt_ci,
     fmt_num,
     fmt_pct,
+    fmt_settle,
     fmt_signed,
     fmt_sparsity,
     get,
@@ -155,7 +156,12 @@ def _hit(value: Any) -> Td:
 
 def _outcome(value: Any) -> Td:
     # Text symbols rather than emoji: they render with any system font.
-    label = {"pass": "✔ pass", "fail": "✘ fail", "undefined": "⚠ undefined"}
+    label = {
+        "pass": "✔ pass",
+        "fail": "✘ fail",
+        "inconclusive": "? inconclusive",
+        "undefined": "⚠ undefined",
+    }
     return Td(
         label.get(str(value), str(value)), str(value), f"outcome-{value}" if value in label else ""
     )
@@ -256,8 +262,10 @@ def _gate_table(report: Mapping[str, Any]) -> Table:
             Col("group"),
             Col("sparsity", "num"),
             Col("value", "num"),
+            Col("95% CI"),
             Col("limit", "num"),
             Col("outcome"),
+            Col("samples needed"),
             Col("detail"),
         ],
     )
@@ -271,8 +279,10 @@ def _gate_table(report: Mapping[str, Any]) -> Table:
                 _text(c.get("group")),
                 _sparsity(c.get("sparsity")),
                 _num(c.get("value"), reason="undefined"),
+                _text(fmt_ci(c.get("ci"))),
                 _num(c.get("limit")),
                 _outcome(c.get("outcome")),
+                _text(fmt_settle(c)),
                 _text(c.get("detail")),
             ]
         )

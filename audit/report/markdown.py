@@ -21,6 +21,7 @@ from audit.report._format import (
     fmt_estimate,
     fmt_num,
     fmt_pct,
+    fmt_settle,
     fmt_signed,
     fmt_sparsity,
     get,
@@ -38,8 +39,13 @@ _SPECIAL = re.compile(r"([\\`*_\[\]#|~$!{}])")
 _WHITESPACE = re.compile(r"\s+")
 _MAX_CELL = 300
 _ROW_LIMITS: tuple[int | None, ...] = (None, 100, 50, 25, 12, 6, 3, 1)
-_OUTCOME = {"pass": "✅ pass", "fail": "❌ fail", "undefined": "⚠️ undefined"}
-_OUTCOME_ORDER = {"fail": 0, "undefined": 1, "pass": 2}
+_OUTCOME = {
+    "pass": "✅ pass",
+    "fail": "❌ fail",
+    "inconclusive": "❔ inconclusive",
+    "undefined": "⚠️ undefined",
+}
+_OUTCOME_ORDER = {"fail": 0, "inconclusive": 1, "undefined": 2, "pass": 3}
 _FINDING_ROWS = (*GAP_METRICS[:3], "equalized_odds_difference", "uncertainty_gap")
 _SEE_FULL = "see report.html or report.json for everything"
 _T = TypeVar("_T")
@@ -127,8 +133,9 @@ def _header(report: Mapping[str, Any]) -> list[str]:
         "",
         f"**{md_escape(v['headline'])}**",
         "",
-        f"- **Gate:** {icon} {word} — {counts['fail']} failed, {counts['undefined']} undefined, "
-        f"{counts['pass']} passed of {len(checks)} checks (mode: {_cell(gate.get('mode'))})",
+        f"- **Gate:** {icon} {word} — {counts['fail']} failed, {counts['inconclusive']} "
+        f"inconclusive, {counts['undefined']} undefined, {counts['pass']} passed of "
+        f"{len(checks)} checks (mode: {_cell(gate.get('mode'))})",
         f"- **Forecast risk:** {_cell(v['forecast'] or na('not in report'))}",
         "- **Max safe sparsity:** "
         + (fmt_sparsity(safe) if safe is not None else md_escape(na(v["max_safe_reason"]))),
@@ -172,8 +179,40 @@ def _gate(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
     if not checks:
         return [*lines, "No checks in the report."]
     ordered = sorted(checks, key=lambda c: _OUTCOME_ORDER.get(str(c.get("outcome")), 3))
-    header = ["check", "target", "group", "sparsity", "value", "limit", "outcome", "detail"]
-    lines += _table(header, ordered, _gate_row, max_rows, right=(3, 4, 5), what="checks")
+    header = [
+        "check",
+        "target",
+        "group",
+        "sparsity",
+        "value",
+        "95% CI",
+        "limit",
+        "outcome",
+        "detail",
+    ]
+    lines += _table(header, ordered, _gate_row, max_rows, right=(3, 4, 5, 6), what="checks")
+    unsettled = [c for c in ordered if c.get("outcome") == "inconclusive"]
+    if unsettled:
+        lines += [
+            "",
+            "**Inconclusive** (the interval straddles the limit: the data neither rule out nor "
+            "show a change beyond it; the sample size assumes the interval narrows as 1/√N "
+            "around the same estimate):",
+            "",
+        ]
+        lines += _bullets(
+            [
+                # _bullets escapes each item once
+                f"{c.get('name')} for {c.get('target')}"
+                + (f" by {c.get('group')}" if c.get("group") else "")
+                + (f"={c.get('group_value')}" if c.get("group_value") else "")
+                + f": {fmt_num(c.get('value'))} {fmt_ci(c.get('ci'))}, limit "
+                f"{fmt_num(c.get('limit'))} — {fmt_settle(c)}"
+                for c in unsettled
+            ],
+            max_rows,
+            what="inconclusive checks",
+        )
     failures = [f for f in get(report, "gate", "failures") or [] if isinstance(f, str)]
     if failures:
         lines += ["", "**Failures:**", ""]
@@ -190,9 +229,10 @@ def _gate_row(c: Mapping[str, Any]) -> list[str]:
         "—" if c.get("sparsity") is None else fmt_sparsity(c.get("sparsity")),
         # An undefined value carries the check's detail as its reason, shown once.
         _cell(fmt_num(c.get("value"), reason=c.get("detail") or "undefined")),
+        fmt_ci(c.get("ci")),
         fmt_num(c.get("limit")),
         _OUTCOME.get(str(c.get("outcome")), _cell(c.get("outcome"))),
-        _cell(c.get("detail")) if defined and c.get("detail") else "",
+        _cell("; ".join(x for x in (c.get("detail") if defined else None, fmt_settle(c)) if x)),
     ]
 
 
