@@ -17,16 +17,18 @@ import os
 from pathlib import Path
 
 from audit.data.dataset import Dataset, Layout
-from audit.data.layouts import celeba, folder, manifest, npz
+from audit.data.layouts import celeba, folder, manifest, npz, parquet
 from audit.errors import DataError
 
 #: Every layout, in detection order: the first whose ``detect`` accepts DATA reads it.
-#: Specific markers (an .npz bundle, labels.csv, the CelebA files) come before the generic
-#: class-folder layout, which would also match folders that hold images for another layout.
+#: Specific markers (an .npz bundle, labels.csv, the CelebA files) come first; container
+#: files (Parquet) next, since a data set repository may also hold a few loose images; the
+#: generic class-folder layout last, as it would match any folder of images.
 LAYOUTS: tuple[Layout, ...] = (
     npz.LAYOUT,
     manifest.LAYOUT,
     celeba.LAYOUT,
+    parquet.LAYOUT,
     folder.LAYOUT,
 )
 
