@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+import tests.layout_samples as layout_samples_mod
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
@@ -184,3 +186,27 @@ def assert_same_arrays(a: np.ndarray, b: np.ndarray, *, where: str = "array") ->
         np.testing.assert_allclose(a, b, rtol=0, atol=FLOAT_ATOL, err_msg=where)
     else:
         np.testing.assert_array_equal(a, b, err_msg=where)
+
+
+# ---------------------------------------------------------------------------- layouts
+@pytest.fixture(scope="session")
+def layout_samples(tiny_audit_inputs: tuple[Path, Path, object]) -> list[layout_samples_mod.Sample]:
+    """The tiny audit's images and labels as samples (PNG-encoded), canonical order."""
+    return layout_samples_mod.samples_from_npz(tiny_audit_inputs[1] / "bundle.npz")
+
+
+@pytest.fixture(scope="session")
+def manifest_probabilities(
+    tiny_audit_inputs: tuple[Path, Path, object],
+    layout_samples: list[layout_samples_mod.Sample],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dense and pruned probabilities of the tiny audit run on the samples as a manifest."""
+    root = tmp_path_factory.mktemp("manifest-layout")
+    dense, pruned, layout = layout_samples_mod.audit_probabilities(
+        tiny_audit_inputs[0],
+        layout_samples_mod.write_manifest(root / "data", layout_samples),
+        root / "out",
+    )
+    assert layout == "manifest"
+    return dense, pruned

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,3 +101,61 @@ def write_parquet(root: Path, samples: list[Sample], *, rows_per_group: int = 16
             table, root / "data" / f"{split}-00000-of-00001.parquet", row_group_size=rows_per_group
         )
     return root
+
+
+def add_tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_webdataset(root: Path, samples: list[Sample]) -> Path:
+    """``<split>-000000.tar`` shards: ``<name>.png`` + ``<name>.json`` per sample."""
+    root.mkdir(parents=True, exist_ok=True)
+    for split in sorted({s.hub_split for s in samples}):
+        with tarfile.open(root / f"{split}-000000.tar", "w") as tar:
+            for s in (s for s in samples if s.hub_split == split):
+                add_tar_member(tar, f"{s.name}.png", s.png)
+                add_tar_member(
+                    tar, f"{s.name}.json", json.dumps(s.labels | {"caption": "a face"}).encode()
+                )
+    return root
+
+
+def write_imagefolder(root: Path, samples: list[Sample]) -> Path:
+    """``<split>/<name>.png`` with one ``<split>/metadata.jsonl`` (train) or ``.csv`` (others)."""
+    for split in sorted({s.hub_split for s in samples}):
+        part = [s for s in samples if s.hub_split == split]
+        folder = root / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for s in part:
+            (folder / f"{s.name}.png").write_bytes(s.png)
+        if split == "train":
+            lines = [
+                json.dumps({"file_name": f"{s.name}.png", **s.labels, "text": "x"}) for s in part
+            ]
+            (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+        else:
+            rows = [
+                f"{s.name}.png," + ",".join(str(s.labels[k]) for k in LABELS) + ",a face"
+                for s in part
+            ]
+            (folder / "metadata.csv").write_text(
+                "file_name," + ",".join(LABELS) + ",caption\n" + "\n".join(rows) + "\n"
+            )
+    return root
+
+
+def audit_probabilities(ckpt: Path, data: Path, out: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """Run the tiny CLI audit; return dense and pruned probabilities and the layout read."""
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+    from tests.conftest import check_args
+
+    res = CliRunner().invoke(app, check_args(ckpt, data, out))
+    assert res.exit_code in (0, 1), res.output
+    layout = json.loads((out / "report.json").read_text())["inputs"]["data"]["layout"]
+    with np.load(out / "predictions.npz") as z:
+        return z["dense_probs"], z["pruned_probs"], layout
+

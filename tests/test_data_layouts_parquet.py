@@ -18,15 +18,16 @@ from audit.data import build_image_cache, default_image_size, load_dataset
 from audit.data.layouts import parquet
 from audit.errors import DataError
 from tests.conftest import check_args
-from tests.layout_samples import Sample, png_bytes, samples_from_npz, write_manifest, write_parquet
+from tests.layout_samples import (
+    Sample,
+    audit_probabilities,
+    png_bytes,
+    write_manifest,
+    write_parquet,
+)
 
 runner = CliRunner()
 Inputs = tuple[Path, Path, torch.nn.Module]
-
-
-@pytest.fixture(scope="module")
-def samples(tiny_audit_inputs: Inputs) -> list[Sample]:
-    return samples_from_npz(tiny_audit_inputs[1] / "bundle.npz")
 
 
 def _table(n: int = 4, **extra: pa.Array) -> pa.Table:
@@ -47,10 +48,12 @@ def _write(path: Path, table: pa.Table, **kw: object) -> Path:
 
 
 # ---------------------------------------------------------------------------- round trip
-def test_parquet_decodes_exactly_the_manifest_images(samples: list[Sample], tmp_path: Path) -> None:
-    man = load_dataset(write_manifest(tmp_path / "manifest", samples))
-    ds = load_dataset(write_parquet(tmp_path / "hub", samples))
-    assert ds.layout == "parquet" and ds.n == man.n == len(samples)
+def test_parquet_decodes_exactly_the_manifest_images(
+    layout_samples: list[Sample], tmp_path: Path
+) -> None:
+    man = load_dataset(write_manifest(tmp_path / "manifest", layout_samples))
+    ds = load_dataset(write_parquet(tmp_path / "hub", layout_samples))
+    assert ds.layout == "parquet" and ds.n == man.n == len(layout_samples)
     assert ds.ids[0] == "data/test-00000-of-00001.parquet#0"
     assert ds.splits is not None and ds.splits.tolist() == man.splits.tolist()
     assert ds.columns.keys() == man.columns.keys()
@@ -65,21 +68,16 @@ def test_parquet_decodes_exactly_the_manifest_images(samples: list[Sample], tmp_
 
 
 def test_parquet_audit_gives_the_manifest_probabilities(
-    tiny_audit_inputs: Inputs, samples: list[Sample], tmp_path: Path
+    tiny_audit_inputs: Inputs,
+    layout_samples: list[Sample],
+    manifest_probabilities: tuple[np.ndarray, np.ndarray],
+    tmp_path: Path,
 ) -> None:
-    ckpt = tiny_audit_inputs[0]
-    probs = {}
-    for name, make in (("manifest", write_manifest), ("hub", write_parquet)):
-        data = make(tmp_path / name, samples)
-        out = tmp_path / f"out-{name}"
-        res = runner.invoke(app, check_args(ckpt, data, out))
-        assert res.exit_code in (0, 1), res.output
-        with np.load(out / "predictions.npz") as z:
-            probs[name] = (z["dense_probs"], z["pruned_probs"])
-        layout = json.loads((out / "report.json").read_text())["inputs"]["data"]["layout"]
-        assert layout == ("manifest" if name == "manifest" else "parquet")
-    assert np.array_equal(probs["manifest"][0], probs["hub"][0])
-    assert np.array_equal(probs["manifest"][1], probs["hub"][1])
+    data = write_parquet(tmp_path / "hub", layout_samples)
+    dense, pruned, layout = audit_probabilities(tiny_audit_inputs[0], data, tmp_path / "out")
+    assert layout == "parquet"
+    assert np.array_equal(dense, manifest_probabilities[0])
+    assert np.array_equal(pruned, manifest_probabilities[1])
 
 
 def test_store_reads_only_the_row_groups_that_hold_the_rows(
@@ -235,8 +233,8 @@ def test_null_image_is_a_bad_image(tmp_path: Path) -> None:
     assert cache.skipped == [("a.parquet#1", "the container stores no image bytes for it")]
 
 
-def _corrupt_hub(tmp_path: Path, samples: list[Sample]) -> Path:
-    data = write_parquet(tmp_path / "hub", samples)
+def _corrupt_hub(tmp_path: Path, layout_samples: list[Sample]) -> Path:
+    data = write_parquet(tmp_path / "hub", layout_samples)
     f = data / "data" / "test-00000-of-00001.parquet"
     t = pq.read_table(f)
     image = t.column("image").combine_chunks()
@@ -250,9 +248,9 @@ def _corrupt_hub(tmp_path: Path, samples: list[Sample]) -> Path:
 
 
 def test_cli_corrupt_image_exits_3_and_writes_nothing(
-    tiny_audit_inputs: Inputs, samples: list[Sample], tmp_path: Path
+    tiny_audit_inputs: Inputs, layout_samples: list[Sample], tmp_path: Path
 ) -> None:
-    data = _corrupt_hub(tmp_path, samples)
+    data = _corrupt_hub(tmp_path, layout_samples)
     out = tmp_path / "out"
     res = runner.invoke(app, check_args(tiny_audit_inputs[0], data, out))
     assert res.exit_code == 3, res.output
