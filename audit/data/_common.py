@@ -399,15 +399,15 @@ def split_from_path(rel: str, *, source: str) -> str | None:
     return found.pop() if found else None
 
 
-def find_files(root: Path, suffix: str, *, depth: int = 3) -> list[Path]:
+def find_files(root: Path, suffix: str | tuple[str, ...], *, depth: int = 3) -> list[Path]:
     """Files ending in ``suffix`` at most ``depth`` folders below ``root``, hidden ones skipped.
 
     Parameters
     ----------
     root : Path
         DATA, a folder.
-    suffix : str
-        Lower-case suffix, with its dot (``".parquet"``).
+    suffix : str or tuple of str
+        Lower-case suffix(es), with the dot (``".parquet"``); one walk finds them all.
     depth : int, default 3
         How deep to look (``root/a/b/c.parquet`` is depth 2 folders below); Hugging Face
         repositories keep data at most ``<config>/<split>/`` deep.

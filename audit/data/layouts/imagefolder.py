@@ -38,8 +38,7 @@ SPLIT_COLUMN = "split"
 
 def _metadata_files(root: Path) -> list[Path]:
     """``metadata.csv``/``metadata.jsonl`` files in DATA and up to three folders below, sorted."""
-    found = find_files(root, ".csv") + find_files(root, ".jsonl")
-    return sorted(p for p in found if p.name in METADATA_NAMES)
+    return [p for p in find_files(root, (".csv", ".jsonl")) if p.name in METADATA_NAMES]
 
 
 def detect(path: Path) -> bool:
@@ -191,8 +190,7 @@ def read_imagefolder(root: Path) -> Dataset:
 def _check_all_listed(root: Path, listed: set[str]) -> None:
     images = [
         p.relative_to(root).as_posix()
-        for suffix in sorted(IMAGE_SUFFIXES)
-        for p in find_files(root, suffix, depth=8)
+        for p in find_files(root, tuple(sorted(IMAGE_SUFFIXES)), depth=8)
     ]
     unlisted = sorted(i for i in images if i not in listed)
     if unlisted:
