@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+import tests.layout_samples as layout_samples_mod
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
@@ -191,3 +193,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     last = [i for i in items if i.nodeid.startswith("tests/test_report_intervals.py")]
     if last:
         items[:] = [i for i in items if i not in last] + last
+
+
+# ---------------------------------------------------------------------------- layouts
+@pytest.fixture(scope="session")
+def layout_samples(tiny_audit_inputs: tuple[Path, Path, object]) -> list[layout_samples_mod.Sample]:
+    """The tiny audit's images and labels as samples (PNG-encoded), canonical order."""
+    return layout_samples_mod.samples_from_npz(tiny_audit_inputs[1] / "bundle.npz")
+
+
+@pytest.fixture(scope="session")
+def manifest_probabilities(
+    tiny_audit_inputs: tuple[Path, Path, object],
+    layout_samples: list[layout_samples_mod.Sample],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dense and pruned probabilities of the tiny audit run on the samples as a manifest."""
+    root = tmp_path_factory.mktemp("manifest-layout")
+    dense, pruned, layout = layout_samples_mod.audit_probabilities(
+        tiny_audit_inputs[0],
+        layout_samples_mod.write_manifest(root / "data", layout_samples),
+        root / "out",
+    )
+    assert layout == "manifest"
+    return dense, pruned

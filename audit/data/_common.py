@@ -341,3 +341,183 @@ def check_unique_ids(ids: Sequence[str], *, source: str) -> None:
             f"{source} lists {len(dupes)} image(s) more than once: {show_list(dupes)}. Each "
             "image must appear in exactly one row; remove the duplicates."
         )
+
+
+#: Split names read from file and folder names, as Hugging Face's data-files patterns read
+#: them (a whole word of a path component: ``data/train-00000-of-00002.parquet``,
+#: ``test/0000.tar``), mapped to the names the runner picks by default.
+SPLIT_KEYWORDS = {
+    "train": "train",
+    "training": "train",
+    "validation": "val",
+    "valid": "val",
+    "val": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+    "eval": "test",
+    "evaluation": "test",
+}
+
+#: What separates the words of a path component for split keywords (Hugging Face's set).
+_SPLIT_WORD_SEPARATORS = re.compile(r"[-._ 0-9]+")
+
+
+def split_from_path(rel: str, *, source: str) -> str | None:
+    """Read a split name from the words of a relative path.
+
+    Parameters
+    ----------
+    rel : str
+        POSIX path relative to DATA (``data/train-00000-of-00002.parquet``).
+    source : str
+        What the path names, for messages.
+
+    Returns
+    -------
+    str or None
+        ``"train"``, ``"val"`` or ``"test"`` when a component holds a split keyword as a
+        whole word (``SPLIT_KEYWORDS``), None when none does.
+
+    Raises
+    ------
+    DataError
+        When the path names two different splits (``train/test-0.parquet``).
+    """
+    found = {
+        SPLIT_KEYWORDS[word]
+        for part in rel.split("/")
+        for word in _SPLIT_WORD_SEPARATORS.split(part.lower())
+        if word in SPLIT_KEYWORDS
+    }
+    if len(found) > 1:
+        raise DataError(
+            f"The path {rel!r} of {source} names more than one split "
+            f"({', '.join(sorted(found))}); split names are read from file and folder names "
+            "(train/validation/test words). Rename it so at most one split word appears."
+        )
+    return found.pop() if found else None
+
+
+def find_files(root: Path, suffix: str | tuple[str, ...], *, depth: int = 3) -> list[Path]:
+    """Files ending in ``suffix`` at most ``depth`` folders below ``root``, hidden ones skipped.
+
+    Parameters
+    ----------
+    root : Path
+        DATA, a folder.
+    suffix : str or tuple of str
+        Lower-case suffix(es), with the dot (``".parquet"``); one walk finds them all.
+    depth : int, default 3
+        How deep to look (``root/a/b/c.parquet`` is depth 2 folders below); Hugging Face
+        repositories keep data at most ``<config>/<split>/`` deep.
+
+    Returns
+    -------
+    list of Path
+        Sorted by path.
+    """
+    found: list[Path] = []
+    base = len(root.parts)
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if len(here.parts) - base >= depth:
+            dirnames[:] = []
+        else:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [
+            here / f for f in filenames if not f.startswith(".") and f.lower().endswith(suffix)
+        ]
+    return sorted(found)
+
+
+def safe_member_file(root: Path, path: Path, *, what: str) -> str:
+    """Check that a container file found under DATA does not link outside it.
+
+    Parameters
+    ----------
+    root : Path
+        DATA, resolved (a folder).
+    path : Path
+        The file found below it.
+    what : str
+        What the file is, for messages (``"Parquet file"``).
+
+    Returns
+    -------
+    str
+        Its path relative to DATA (POSIX form).
+
+    Raises
+    ------
+    DataError
+        When it resolves (through a symlink) outside DATA.
+    """
+    rel = path.relative_to(root).as_posix()
+    safe_image_path(root, rel, source=f"DATA ({what}s)", where=f"{what} {rel!r}")
+    return rel
+
+
+#: Marks a record that has no value for a column.
+MISSING = object()
+
+
+def typed_label_columns(
+    records: Sequence[dict[str, object]],
+    *,
+    skip: Sequence[str],
+    source: str,
+    where: Callable[[int], str],
+) -> dict[str, np.ndarray]:
+    """Pick the integer label columns of per-sample records and convert them to int64.
+
+    A column is a label column when its values are integers (a boolean counts as 0/1) in
+    every record; one with no integer value (text, floats, lists) is not a label and is left
+    out; one that mixes integers with other values or misses them in some records is an
+    error. Values are then checked and normalised as every layout's labels are.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        One mapping per sample, column name → value (``MISSING`` need not be stored: an
+        absent key is missing).
+    skip : sequence of str
+        Columns that are not labels (the image path, ``split``).
+    source : str
+        The file(s) the records come from, for messages.
+    where : callable
+        Maps a sample index to its position (``"line 17"``).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``(N,)`` int64 per label column, in first-seen column order.
+
+    Raises
+    ------
+    DataError
+        Naming the column, the position and the fix.
+    """
+    names: dict[str, None] = {}
+    for rec in records:
+        names.update(dict.fromkeys(rec))
+    columns: dict[str, np.ndarray] = {}
+    for name in names:
+        if name in skip:
+            continue
+        values = [rec.get(name, MISSING) for rec in records]
+        ints = [type(v) in (int, bool) for v in values]
+        if not any(ints):
+            continue
+        if not all(ints):
+            i = ints.index(False)
+            v = values[i]
+            what = "has no value" if v is MISSING or v is None else f"has value {v!r}"
+            raise DataError(
+                f"Label column {name!r} in {source} holds integers but {what} at {where(i)}; "
+                "a label column needs an integer (0/1, -1/1, true/false, or a class 0..K-1) "
+                "for every sample. Fill in that value, or drop the column."
+            )
+        raw = np.asarray([int(v) for v in values], dtype=np.int64)
+        columns[name] = normalise_labels(raw, column=name, source=source, where=where)
+    return columns

@@ -9,6 +9,7 @@ model is evaluated without decoding again (SPEC §3.2, §9).
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import shutil
@@ -17,7 +18,7 @@ import tempfile
 import warnings
 import weakref
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from audit.data._common import show_list
-from audit.data.dataset import Dataset
+from audit.data.dataset import Dataset, ImageStore
 from audit.errors import DataError, UsageError
 
 #: Formats Pillow may open (JPEG covers MPO). Deliberately short: e.g. EPS would run
@@ -68,14 +69,15 @@ _RESIZE_CHUNK_BYTES = 64 << 20
 SMALL_IMAGE_PIXELS = 128 * 128
 
 
-def default_workers(first_image: Path | None = None) -> int:
+def default_workers(first_image: Path | io.BytesIO | None = None) -> int:
     """Decode threads used when ``workers`` is None.
 
     Parameters
     ----------
-    first_image : Path, optional
-        An image of the data set; when its header declares at most ``SMALL_IMAGE_PIXELS``
-        pixels, decoding is serial (threads only add overhead for tiny images).
+    first_image : Path or io.BytesIO, optional
+        An image of the data set (a file, or encoded bytes from a store); when its header
+        declares at most ``SMALL_IMAGE_PIXELS`` pixels, decoding is serial (threads only add
+        overhead for tiny images).
 
     Returns
     -------
@@ -157,8 +159,11 @@ class _BadImage(Exception):
         self.unreadable = unreadable
 
 
-def _decode(path: Path, size: int, max_pixels: int) -> np.ndarray:
-    """Decode one file to uint8 ``(3, size, size)``; raise ``_BadImage`` when it cannot be."""
+def _decode(path: Path | io.BytesIO, size: int, max_pixels: int) -> np.ndarray:
+    """Decode one file (or in-memory encoded image) to uint8 ``(3, size, size)``.
+
+    Raises ``_BadImage`` when it cannot be decoded.
+    """
     try:
         with Image.open(path, formats=_formats()) as img:
             w, h = img.size  # from the header: nothing is decoded yet
@@ -281,6 +286,22 @@ def build_image_cache(
         if dataset.array is not None:
             _fill_from_array(dataset.array, idx, dest, size, report)
             failures: list[tuple[int, str]] = []
+        elif dataset.store is not None:
+            failures = _fill_from_store(
+                dataset,
+                dataset.store,
+                idx,
+                dest,
+                size,
+                skip_bad=skip_bad,
+                workers=(
+                    default_workers(_first_encoded(dataset.store, idx))
+                    if workers is None
+                    else int(workers)
+                ),
+                max_pixels=int(max_image_pixels),
+                report=report,
+            )
         else:
             if dataset.paths is None:
                 raise ValueError("dataset has neither image paths nor an image array")
@@ -373,22 +394,105 @@ def _fill_from_files(
     return failures
 
 
-def _bad_image_error(dataset: Dataset, path: Path, err: _BadImage, max_pixels: int) -> DataError:
-    rel = path.relative_to(dataset.root) if path.is_relative_to(dataset.root) else path
+def _close(batches: Iterator[object]) -> None:
+    """Close a store's generator now, so it releases its open files without waiting for GC."""
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
+
+
+def _first_encoded(store: ImageStore, idx: np.ndarray) -> io.BytesIO | None:
+    """The first requested image's bytes (to size the thread pool), None when there is none."""
+    if not len(idx):
+        return None
+    batches = store.read(idx[:1])
+    try:
+        data = next(batches)[0][1]
+    finally:
+        _close(batches)
+    return None if data is None else io.BytesIO(data)
+
+
+def _fill_from_store(
+    dataset: Dataset,
+    store: ImageStore,
+    idx: np.ndarray,
+    dest: np.ndarray,
+    size: int,
+    *,
+    skip_bad: bool,
+    workers: int,
+    max_pixels: int,
+    report: Callable[[int], None],
+) -> list[tuple[int, str]]:
+    """Decode a store's encoded images into ``dest``, batch by batch as the store reads them.
+
+    The store reads only the containers that hold ``idx`` (in storage order); each batch is
+    decoded (by ``workers`` threads) before the next is read, so memory holds one batch of
+    encoded bytes. Returns ``(position, reason)`` skips.
+    """
+
+    def decode(item: tuple[int, bytes | None]) -> tuple[int, str] | None:
+        pos, data = item
+        try:
+            if data is None:
+                raise _BadImage("the container stores no image bytes for it")
+            dest[pos] = _decode(io.BytesIO(data), size, max_pixels)
+        except _BadImage as e:
+            if not skip_bad:
+                raise _bad_image_error(dataset, None, e, max_pixels, row=int(idx[pos])) from None
+            return pos, e.reason
+        return None
+
+    failures: list[tuple[int, str]] = []
+    Image.init()
+    pool = (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prune-audit-decode")
+        if workers > 1
+        else None
+    )
+    batches: Iterator[list[tuple[int, bytes | None]]] = store.read(idx)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            for batch in batches:
+                done = map(decode, batch) if pool is None else pool.map(decode, batch)
+                failures += [f for f in done if f is not None]
+                report(len(batch))
+    finally:
+        _close(batches)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return failures
+
+
+def _bad_image_error(
+    dataset: Dataset,
+    path: Path | None,
+    err: _BadImage,
+    max_pixels: int,
+    *,
+    row: int | None = None,
+) -> DataError:
+    if dataset.store is not None and row is not None:
+        at = f"{str(dataset.ids[row])!r} ({dataset.store.where(row)} in {dataset.root})"
+    else:
+        rel = path.relative_to(dataset.root) if path and path.is_relative_to(dataset.root) else path
+        at = f"{str(rel)!r} in {dataset.root}"
     if err.bomb:
         return DataError(
-            f"Refusing to decode image {str(rel)!r} in {dataset.root}: {err.reason}, too large to "
+            f"Refusing to decode image {at}: {err.reason}, too large to "
             f"decode safely (limit max_image_pixels={max_pixels}). Downscale the image, remove "
             "it, or pass --skip-bad-images to skip such images and count them in the report."
         )
     if err.unreadable:
         return DataError(
-            f"Cannot read image {str(rel)!r} in {dataset.root} ({err.reason}); check that the "
+            f"Cannot read image {at} ({err.reason}); check that the "
             "file exists and that this user has permission to read it, or pass "
             "--skip-bad-images to skip unreadable images and count them in the report."
         )
     return DataError(
-        f"Cannot decode image {str(rel)!r} in {dataset.root} ({err.reason}); the file is "
+        f"Cannot decode image {at} ({err.reason}); the file is "
         "corrupt, truncated or not an image. Replace or remove it, or pass --skip-bad-images to "
         "skip unreadable images and count them in the report."
     )
@@ -451,11 +555,20 @@ def default_image_size(dataset: Dataset) -> int:
                 "resized to NxN)."
             )
         return int(h)
-    if not dataset.paths:
+    if dataset.store is not None:
+        first = _first_encoded(dataset.store, np.zeros(1, dtype=np.int64))
+        if first is None:
+            raise DataError(
+                f"The first image of {dataset.root} ({dataset.store.where(0)}) has no bytes, so "
+                "its size is unknown; fix or remove that row, or pass --image-size N."
+            )
+        source: Path | io.BytesIO = first
+    elif not dataset.paths:
         raise DataError(f"The dataset at {dataset.root} has no images.")
-    path = dataset.paths[0]
+    else:
+        source = dataset.paths[0]
     try:
-        with Image.open(path, formats=_formats()) as img:
+        with Image.open(source, formats=_formats()) as img:
             return int(max(img.size))
     except _DECODE_ERRORS as e:
         raise DataError(

@@ -27,7 +27,7 @@ class ImageStore(ABC):
     """
 
     @abstractmethod
-    def read(self, rows: np.ndarray) -> Iterator[list[tuple[int, bytes]]]:
+    def read(self, rows: np.ndarray) -> Iterator[list[tuple[int, bytes | None]]]:
         """Yield the encoded images of dataset rows ``rows`` in storage order.
 
         Parameters
@@ -37,8 +37,9 @@ class ImageStore(ABC):
 
         Yields
         ------
-        list of (int, bytes)
-            A batch of ``(k, data)``: the encoded file of row ``rows[k]``. Every ``k`` in
+        list of (int, bytes or None)
+            A batch of ``(k, data)``: the encoded file of row ``rows[k]`` (None when the
+            container holds no image for that row). Every ``k`` in
             ``range(n)`` appears exactly once over all batches; a batch holds a bounded number
             of bytes (one read of a container), so memory stays bounded.
 

@@ -17,16 +17,21 @@ import os
 from pathlib import Path
 
 from audit.data.dataset import Dataset, Layout
-from audit.data.layouts import celeba, folder, manifest, npz
+from audit.data.layouts import celeba, folder, imagefolder, manifest, npz, parquet, webdataset
 from audit.errors import DataError
 
 #: Every layout, in detection order: the first whose ``detect`` accepts DATA reads it.
-#: Specific markers (an .npz bundle, labels.csv, the CelebA files) come before the generic
-#: class-folder layout, which would also match folders that hold images for another layout.
+#: Specific markers (an .npz bundle, labels.csv, the CelebA files) come first; container
+#: files (Parquet, tar shards) next, since a data set repository may also hold a few loose
+#: images; then imagefolder's metadata files; the generic class-folder layout last, as it
+#: would match any folder of images (imagefolder's split folders included).
 LAYOUTS: tuple[Layout, ...] = (
     npz.LAYOUT,
     manifest.LAYOUT,
     celeba.LAYOUT,
+    parquet.LAYOUT,
+    webdataset.LAYOUT,
+    imagefolder.LAYOUT,
     folder.LAYOUT,
 )
 
