@@ -169,3 +169,43 @@ def test_missing_mlflow_is_a_usage_error_naming_the_extra(
     assert res.exit_code == 2
     assert "pip install 'prune-audit[mlflow]'" in res.stderr
     assert not out.exists()
+
+
+def test_log_audit_to_mlflows_default_sqlite_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MLflow 3's default store is sqlite:///mlflow.db; the extra brings SQLAlchemy and
+    # Alembic for it. A run logged there reads back like the file store's.
+    from audit.integrations.mlflow import log_audit
+
+    pytest.importorskip("sqlalchemy")
+    pytest.importorskip("alembic")
+    fixture = Path(__file__).parent / "fixtures" / "report_example.json"
+    report = json.loads(fixture.read_text(encoding="utf-8"))
+    (tmp_path / "out").mkdir()
+    written = tmp_path / "out" / "report.json"
+    written.write_text(json.dumps(report), encoding="utf-8")
+    other = tmp_path / "out" / "pruned-0.9.pt"
+    other.write_bytes(b"weights")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    try:
+        run_id = log_audit(report, [written, other], AuditConfig(model="m.pt", data="d"))
+    finally:
+        mlflow.set_tracking_uri(None)
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.data.params["model"] == "m.pt" and run.data.params["method"] == "global"
+    assert run.data.metrics["gate.passed"] == 0.0
+    assert run.data.metrics["max_safe_sparsity"] == 0.8
+    key = "check/max_delta_fnr_gap/Blond_Hair/Male_Young/0.9"  # '×' is not a key character
+    assert run.data.tags[f"{key}/outcome"] == "undefined" and f"{key}/value" not in run.data.metrics
+    assert run.data.metrics["check/max_delta_fnr_gap/Blond_Hair/Male/0.9/value"] == pytest.approx(
+        0.5414, abs=5e-5
+    )
+    # the report is an artifact, the pruned checkpoint is not
+    assert [a.path for a in client.list_artifacts(run_id, "prune-audit")] == [
+        "prune-audit/report.json"
+    ]
