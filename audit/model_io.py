@@ -320,11 +320,13 @@ def _torch_load(path: Path, *, trust_checkpoint: bool) -> tuple[Any, bool]:
         return torch.load(path, map_location="cpu", weights_only=True), False
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-        if found is None:
-            # Not a disallowed class or function: random bytes also end up here.
+        names = [found.group(1)] if found else _pickle_callables(path)
+        if not names:
+            # Not a pickle that calls anything: random bytes and damaged files end up here.
             raise _unreadable(path, e, maybe_pickle=not trust_checkpoint) from e
         if not trust_checkpoint:
-            what = f" (it references {found.group(1)})"
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            what = f" (it references {shown})"
             raise CheckpointError(
                 f"{str(path)!r} is not a plain weights file: it contains pickled Python "
                 f"objects{what}, typically a whole nn.Module saved with torch.save(model) or a "
@@ -353,6 +355,64 @@ def _torch_load(path: Path, *, trust_checkpoint: bool) -> tuple[Any, bool]:
             f"{hint} Prefer saving model.state_dict() and passing --arch, or audit."
             "save_checkpoint(...)."
         ) from e
+
+
+_STRING_OPS = frozenset(
+    {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+     "SHORT_BINSTRING"}
+)  # fmt: skip
+#: Globals the weights-only reader itself resolves for plain tensors and dicts.
+_TENSOR_GLOBALS = frozenset(
+    {"torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+     "collections.OrderedDict", "torch.FloatStorage", "torch._utils._rebuild_tensor"}
+)  # fmt: skip
+
+
+def _pickle_callables(path: Path) -> list[str]:
+    """Name the callables a pickle would import (``module.name``), without running it.
+
+    Reads the opcodes with ``pickletools.genops`` (a parser: nothing is imported or called)
+    of a raw pickle or of the ``data.pkl`` inside a ``torch.save`` zip. The weights-only
+    reader stops at the first opcode it does not know (protocol 4/5 ``STACK_GLOBAL``/
+    ``FRAME``), so this is what tells a code-running pickle from a damaged file. Returns []
+    when the bytes are not a pickle or reference only the globals of plain tensors.
+    """
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                inner = [n for n in zf.namelist() if n.endswith("data.pkl")]
+                data = zf.read(inner[0]) if inner else b""
+        else:
+            with path.open("rb") as f:
+                data = f.read(64 << 20)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return []
+    names: list[str] = []
+    strings: list[str] = []  # the most recent string pushes, for STACK_GLOBAL
+    memo: dict[int, str] = {}
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in _STRING_OPS:
+                strings.append(str(arg))
+            elif op.name == "MEMOIZE" and strings:
+                memo[len(memo)] = strings[-1]
+            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
+                memo[int(arg)] = strings[-1]
+            elif op.name in ("BINGET", "LONG_BINGET", "GET") and int(arg) in memo:
+                strings.append(memo[int(arg)])
+            elif op.name in ("GLOBAL", "INST"):
+                names.append(".".join(str(arg).split(" ", 1)))
+            elif op.name == "STACK_GLOBAL":
+                names.append(".".join(strings[-2:]) if len(strings) >= 2 else "(unnamed global)")
+            if op.name == "STOP":
+                break
+    except Exception:  # pickletools raises ValueError and friends on bytes that are no pickle
+        if not names:
+            return []
+    unsafe = [n for n in dict.fromkeys(names) if n not in _TENSOR_GLOBALS]
+    return unsafe
 
 
 def _unreadable(path: Path, err: BaseException, *, maybe_pickle: bool = False) -> CheckpointError:

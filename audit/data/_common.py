@@ -1,19 +1,46 @@
-"""Validation shared by every dataset layout: label values, image paths, CSV tables.
+"""Validation and decoding shared by every dataset layout.
 
 Owns: turning raw label cells into int64 columns (with -1/1 normalised to 0/1), checking that
-image paths stay inside DATA and exist, and reading small CSV tables with line numbers for
-error messages. Must not decode images, touch devices, or know about any one layout.
+image paths stay inside DATA and are regular files, reading small CSV tables with line
+numbers for error messages, and decoding one image (any Pillow mode) to 8-bit RGB
+(:func:`decode_image`, :func:`rgb_array`). Must not touch devices, cache images, or know
+about any one layout.
+
+Image modes
+-----------
+:func:`rgb_array` maps every mode Pillow produces to uint8 RGB, or refuses it:
+
+* 8-bit modes (``1``, ``L``, ``P``, ``RGB``, ``RGBX``, ``CMYK``, ``YCbCr``, ``HSV``) use
+  Pillow's own conversion (``1`` → 0/255; ``P`` → its palette; CMYK → (255−C)(255−K)/255;
+  YCbCr → the JFIF/BT.601 full-range matrix).
+* Alpha (``LA``, ``PA``, ``RGBA``, ``P`` with transparency, premultiplied ``La``/``RGBa``) is
+  dropped: the stored colour of each pixel is kept, as ``Image.convert("RGB")`` and
+  torchvision's loaders do (premultiplied modes are un-premultiplied first).
+* 16-bit samples (``I;16``, ``I;16L``, ``I;16B``, ``I;16N``, 16-bit PNG/TIFF/PGM) keep their
+  high byte, ``v >> 8`` — the rule Pillow applies to 16-bit RGB PNGs — so 0..65535 spans
+  0..255 instead of clipping everything above 255 to white.
+* ``I`` (32-bit integer: 16-bit PGM, integer TIFF) is read as 16-bit samples when every
+  value is in 0..65535 (``v >> 8``); other values are refused.
+* ``F`` (32-bit float) is read as intensities in [0, 1] (``round(255 v)``); NaN, infinities
+  or values outside [0, 1] are refused, since no scale can be inferred safely.
+* ``LAB`` is refused: Pillow's conversion to RGB copies channels without colour management.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import re
+import stat
+import struct
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from audit.errors import DataError
 
@@ -24,6 +51,214 @@ IMAGE_SUFFIXES = frozenset(
 
 #: How many offending items an error message lists before saying "and N more".
 SHOWN = 5
+
+#: Formats Pillow may open (JPEG covers MPO). Deliberately short: e.g. EPS would run
+#: Ghostscript on the file.
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
+
+#: Errors Pillow (and the codecs under it) raise for unreadable, corrupt or truncated files.
+DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+
+def image_formats() -> tuple[str, ...]:
+    """Return the allowed formats this Pillow build can open.
+
+    A missing codec (e.g. WebP) is left out rather than making every ``Image.open`` fail.
+    """
+    Image.init()
+    return tuple(f for f in FORMATS if f in Image.OPEN)
+
+
+class BadImage(Exception):
+    """An image that cannot be decoded.
+
+    ``bomb`` marks the too-large ones, ``unreadable`` the files that cannot even be opened
+    (no read permission, removed since the labels were read, not a regular file).
+    """
+
+    def __init__(self, reason: str, *, bomb: bool = False, unreadable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.bomb = bomb
+        self.unreadable = unreadable
+
+
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def rgb_array(img: Image.Image) -> np.ndarray:
+    """Convert a decoded image of any Pillow mode to uint8 RGB ``(H, W, 3)``.
+
+    The rule per mode is in this module's docstring.
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The image (its pixels are decoded here if they were not yet).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3)`` uint8.
+
+    Raises
+    ------
+    BadImage
+        See :func:`to_rgb`.
+    """
+    return np.asarray(to_rgb(img))
+
+
+def _gray(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.repeat(values[:, :, None], 3, axis=2), mode="RGB")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert an image of any Pillow mode to an 8-bit ``RGB`` image (rules: module docstring).
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        The image.
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``RGB`` (``img`` itself when it already is).
+
+    Raises
+    ------
+    BadImage
+        For modes or values with no safe 8-bit reading (``LAB``, ``I`` outside 0..65535,
+        ``F`` outside [0, 1] or not finite, unknown modes).
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in _SIXTEEN_BIT or mode == "I":
+        values = np.asarray(img)
+        if mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise BadImage(
+                f"32-bit integer image (mode I) with values {int(values.min())}..."
+                f"{int(values.max())}, outside the 16-bit range 0..65535, so there is no safe "
+                "8-bit reading; convert it to 8-bit RGB"
+            )
+        return _gray((values.astype(np.uint32) >> 8).astype(np.uint8))
+    if mode == "F":
+        values = np.asarray(img, dtype=np.float32)
+        if values.size and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1):
+            lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+            raise BadImage(
+                f"32-bit float image (mode F) with values {lo:g}..{hi:g}"
+                f"{' and NaN/Inf' if not np.isfinite(values).all() else ''}; float images are "
+                "read as intensities in [0, 1], so convert it to 8-bit RGB (or rescale to [0, 1])"
+            )
+        return _gray(np.rint(values * 255.0).astype(np.uint8))
+    if mode == "LAB":
+        raise BadImage(
+            "CIELAB image (mode LAB): Pillow has no colour-managed LAB→RGB conversion; convert "
+            "it to RGB"
+        )
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # what Pillow asks for before dropping alpha
+    elif mode in ("La", "RGBa"):
+        img = img.convert("RGBA" if mode == "RGBa" else "LA")  # un-premultiply first
+    try:
+        return img.convert("RGB")
+    except ValueError as e:  # "conversion from X to RGB not supported"
+        raise BadImage(f"image mode {mode!r} cannot be converted to RGB ({e})") from e
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading without blocking, refusing anything but a regular file.
+
+    ``O_NONBLOCK`` keeps a FIFO from blocking the open; ``fstat`` on the opened descriptor
+    then decides, so a file swapped after the labels were read cannot slip through.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise BadImage("it is a symlink loop", unreadable=True) from e
+        raise BadImage(f"{type(e).__name__}: {e.strerror}", unreadable=True) from e
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise BadImage(f"it is {describe_non_file(mode)}, not an image file", unreadable=True)
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def describe_non_file(mode: int) -> str:
+    """Name a non-regular file type from its ``st_mode`` ("a folder", "a FIFO", ...)."""
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def decode_image(source: Path | BinaryIO, size: int, max_pixels: int) -> np.ndarray:
+    """Decode one image to uint8 ``(3, size, size)`` RGB.
+
+    Parameters
+    ----------
+    source : Path or binary file object
+        A file path (opened without following it into a FIFO or device) or an open binary
+        stream (e.g. ``io.BytesIO`` of an image inside a Parquet or tar file).
+    size : int
+        Output side; the image is resized with Pillow's bilinear filter, which widens its
+        kernel when shrinking (antialiasing).
+    max_pixels : int
+        Refuse images whose header declares more pixels (checked before decoding).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(3, size, size)`` uint8, modes converted by :func:`rgb_array`.
+
+    Raises
+    ------
+    BadImage
+        Unreadable, not a regular file, corrupt or truncated, too large, or a mode with no
+        safe 8-bit reading. Callers turn it into a ``DataError`` or a skip.
+    """
+    try:
+        stream = _open_regular(source) if isinstance(source, (str, os.PathLike)) else source
+        with stream, Image.open(stream, formats=image_formats()) as img:
+            w, h = img.size  # from the header: nothing is decoded yet
+            if w * h > max_pixels:
+                raise BadImage(
+                    f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}", bomb=True
+                )
+            rgb = to_rgb(img)
+            if rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+            arr = np.asarray(rgb)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage(f"Pillow refused it as a decompression bomb ({e})", bomb=True) from e
+    except (PermissionError, FileNotFoundError, IsADirectoryError) as e:
+        raise BadImage(f"{type(e).__name__}: {e.strerror}", unreadable=True) from e
+    except DECODE_ERRORS as e:
+        raise BadImage(f"{type(e).__name__}: {e}") from e
+    return arr.transpose(2, 0, 1)
 
 
 def show_list(items: Sequence[str], *, total: int | None = None) -> str:

@@ -1,10 +1,11 @@
 """Decode images once into a uint8 cache (RAM, or a memory-mapped file when large).
 
-Owns: decoding (Pillow: any mode → RGB, bilinear antialiased resize to S×S), the
-decompression-bomb guard, corrupt/truncated image handling (error or skip), resizing npz
-arrays, and the lifetime of the memory-mapped cache file. Must not touch CUDA or normalise
-pixels (mean/std belong to inference); the cache is uint8 ``(n, 3, S, S)`` so every pruned
-model is evaluated without decoding again (SPEC §3.2, §9).
+Owns: decoding each image once (``audit.data._common.decode_image``: any mode → RGB,
+bilinear antialiased resize to S×S) with the decompression-bomb guard, corrupt/truncated
+image handling (error or skip), resizing npz arrays, and the lifetime of the memory-mapped
+cache file. Must not touch CUDA or normalise pixels (mean/std belong to inference); the
+cache is uint8 ``(n, 3, S, S)`` so every pruned model is evaluated without decoding again
+(SPEC §3.2, §9).
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ import io
 import math
 import os
 import shutil
-import struct
 import tempfile
 import warnings
 import weakref
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,38 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from audit.data._common import show_list
+from audit.data._common import DECODE_ERRORS as _DECODE_ERRORS
+from audit.data._common import BadImage as _BadImage
+from audit.data._common import decode_image, show_list
+from audit.data._common import image_formats as _formats
 from audit.data.dataset import Dataset, ImageStore
 from audit.errors import DataError, UsageError
-
-#: Formats Pillow may open (JPEG covers MPO). Deliberately short: e.g. EPS would run
-#: Ghostscript on the file.
-FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
-
-
-def _formats() -> tuple[str, ...]:
-    """Return the allowed formats this Pillow build can open.
-
-    A missing codec (e.g. WebP) is left out rather than making every ``Image.open`` fail.
-    """
-    Image.init()
-    return tuple(f for f in FORMATS if f in Image.OPEN)
-
-
-#: Errors Pillow (and the codecs under it) raise for unreadable, corrupt or truncated files.
-_DECODE_ERRORS = (
-    UnidentifiedImageError,
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    struct.error,
-    zlib.error,
-    Image.DecompressionBombError,
-    Image.DecompressionBombWarning,
-)
 
 #: Bytes of float32 work memory per npz resize chunk.
 _RESIZE_CHUNK_BYTES = 64 << 20
@@ -145,48 +120,12 @@ class ImageCache:
         self.close()
 
 
-class _BadImage(Exception):
-    """An image that cannot be decoded.
-
-    ``bomb`` marks the too-large ones, ``unreadable`` the files that cannot even be opened
-    (no read permission, removed since the labels were read).
-    """
-
-    def __init__(self, reason: str, *, bomb: bool = False, unreadable: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.bomb = bomb
-        self.unreadable = unreadable
-
-
 def _decode(path: Path | io.BytesIO, size: int, max_pixels: int) -> np.ndarray:
     """Decode one file (or in-memory encoded image) to uint8 ``(3, size, size)``.
 
-    Raises ``_BadImage`` when it cannot be decoded.
+    See ``audit.data._common.decode_image``; raises ``_BadImage`` when it cannot be decoded.
     """
-    try:
-        with Image.open(path, formats=_formats()) as img:
-            w, h = img.size  # from the header: nothing is decoded yet
-            if w * h > max_pixels:
-                raise _BadImage(
-                    f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}", bomb=True
-                )
-            if img.mode == "P" and "transparency" in img.info:
-                img = img.convert("RGBA")  # what Pillow asks for before dropping alpha
-            rgb = img.convert("RGB") if img.mode != "RGB" else img
-            if rgb.size != (size, size):
-                # Pillow's BILINEAR widens its kernel when shrinking, i.e. it antialiases.
-                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            arr = np.asarray(rgb)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise _BadImage(f"Pillow refused it as a decompression bomb ({e})", bomb=True) from e
-    except (PermissionError, FileNotFoundError, IsADirectoryError) as e:
-        # Raised by open() itself, before Pillow sees a byte: the file is fine or absent, not
-        # corrupt, and the fix is different.
-        raise _BadImage(f"{type(e).__name__}: {e.strerror}", unreadable=True) from e
-    except _DECODE_ERRORS as e:
-        raise _BadImage(f"{type(e).__name__}: {e}") from e
-    return arr.transpose(2, 0, 1)
+    return decode_image(path, size, max_pixels)
 
 
 def _allocate(
