@@ -1,68 +1,73 @@
 """Forecast from the dense model alone: susceptibility ranking and bias-increase risk.
 
-Owns: SPEC §5. Inputs are the dense model's probabilities and the fixed population; it must
-never see a pruned model (a test runs it with validation disabled and gets the same forecast).
+Owns: SPEC §5. Inputs are the dense model's probabilities, the fixed population and the
+coefficients shipped in ``audit/forecast_model.json``; it must never see a pruned model (a
+test runs it with validation disabled and gets the same forecast).
 
-The rule (stated in every report):
+The rule (stated in every report), per audited sparsity s (with ``--no-validate``: per
+requested sparsity), for every (target a, group key g):
 
-* The paper finds that pruning moves *uncertain* outputs first, and toward the attribute's
-  majority value (rare-value under-prediction). So every sample currently predicted on the
-  minority side of target a with its probability inside the uncertainty band (§4.1) is
-  expected to flip to the majority value; confident predictions and majority-side
-  predictions are expected to stay. (An earlier version flipped each such sample with
-  probability ``0.5 · s``, s = 1 − |2p − 1|; on the bundled demo at 90% sparsity that scaled
-  the forecast Δ down ~4x and rated a gap that grew by +0.32 ``low``. Flipping the whole
-  uncertain minority side is both simpler to state and closer to what magnitude pruning did.)
-* Summing those expected flips per group cell moves each cell's FNR and FPR: with a rare
-  positive value, expected flips of true positives raise the cell's FNR and flips of false
-  positives lower its FPR (mirrored when positives are the majority). The forecast Δ of a gap
-  is the gap of the moved rates minus the dense gap (cells below ``min_group_size`` left out,
-  as everywhere).
-* Risk: ``high`` when the larger forecast Δ (FNR gap or FPR gap) is ≥ 0.05, ``medium`` when
-  ≥ 0.02, else ``low``; raised one level when the target's interdependence excess (R² of
-  predictions − R² of labels, §4.2) is ≥ 0.10, the paper's second warning sign. The verdict
-  is the highest risk over all (target, group) pairs.
+* **Flip model.** Each sample's dense prediction of a flips after pruning to s with
+  probability q = σ(β₀(s) + β₁(s)·margin + β₂(s)·toward_majority + β₃(s)·group_tilt)
+  (``flip_features``): confident samples flip less (the paper's susceptibility, as the
+  distance to the threshold in logit units); minority-side predictions flip more (pruning
+  drifts toward the majority value, rare-value under-prediction); and a flip in the direction
+  the dense model already leans for the sample's group (a group cue beyond the labels, the
+  mark of a spurious shortcut) is more likely. The β(s) are a logistic regression of the
+  measured flips of the design part of the forecast benchmark (``benchmarks/forecast/``),
+  fitted per recovery (``bn``, ``finetune``) at 0.8, 0.9 and 0.95 and interpolated linearly
+  in between (nearest outside, flagged).
+* **Δ of the paper's metrics.** The flips move each cell's confusion counts; the forecast Δ of
+  the FNR gap, FPR gap and bias amplification is the mean over draws of the flows (normal
+  approximation of the Bernoulli sums) of the moved metric minus the dense one, computed with
+  the same ``gap_arrays`` as the measured Δ (``expected_gap_change``).
+* **Interval.** Forecast Δ + the 5% and 95% quantiles of the out-of-fold residuals
+  (measured − forecast) on the design part, per metric and sparsity; its coverage of the
+  measured Δ on the held-out part is shipped with the coefficients and shown in reports.
+* **Risk.** ``high`` when the larger forecast Δ (FNR or FPR gap) is ≥ the shipped ``high``
+  cut-off, ``medium`` when ≥ ``medium``, else ``low``; the cut-offs were picked on the design
+  part (high: at least half of such pairs had an event, i.e. a measured Δ whose 95% CI lower
+  bound exceeded 0.02) and the event rate per level on the held-out part is shipped and
+  shown. The verdict is the highest risk over all pairs at the target sparsity.
+
+(An earlier rule flipped every uncertain minority-side sample, one number per pair for an
+unstated sparsity; on the benchmark it ranks worse — README, "Forecast".)
 """
 
 from __future__ import annotations
 
+import functools
+import json
+from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import numpy as np
 
 from audit import metrics as M
-from audit.criteria import GroupKey, Population, predict_labels, uncertain
+from audit.criteria import GroupKey, Population, gap_arrays, predict_labels, uncertain
 
+# Fallback risk cut-offs (a model file without calibrated ones); also the materiality of a
+# direction (FLAT).
 RISK_HIGH = 0.05
 RISK_MEDIUM = 0.02
-INTERDEPENDENCE_BUMP = 0.10
 FLAT = RISK_MEDIUM
 _LEVELS = ("low", "medium", "high")
 
 RULE = (
-    "Every uncertain sample (p in the band) predicted on the minority side of an attribute is "
-    "expected to flip to its majority value (confident and majority-side predictions stay); "
-    "the expected flips move each group's FNR and FPR and so the gaps. Risk is high when the "
-    f"larger forecast Δ of the FNR/FPR gap is ≥ {RISK_HIGH}, medium when ≥ {RISK_MEDIUM}, else "
-    f"low; raised one level when the attribute's interdependence excess is ≥ "
-    f"{INTERDEPENDENCE_BUMP}."
+    "Per sparsity, each sample's dense prediction flips with probability "
+    "σ(β₀ + β₁·margin + β₂·toward-majority + β₃·group-tilt) — less when confident, more when "
+    "it is the attribute's minority value, more when it goes the way the dense model already "
+    "leans for the sample's group — with β fitted on the forecast benchmark's design part. The "
+    "expected flips move each group's FNR/FPR and the bias amplification; the forecast Δ is "
+    "that move, with an interval from held-out-calibrated residuals. Risk is high / medium "
+    "when the larger forecast Δ of the FNR/FPR gap reaches the benchmark-calibrated cut-offs."
 )
 
 DIRECTION_NOTE = (
     f"A direction is up or down when |Δ| ≥ {FLAT} (the medium-risk threshold) and, for a "
     "measured Δ, its 95% CI excludes 0; otherwise flat."
 )
-
-
-def risk_level(delta: float | None) -> str:
-    """Map a (forecast or measured) increase of a gap to low/medium/high."""
-    if delta is None or not np.isfinite(delta):
-        return "low"
-    if delta >= RISK_HIGH:
-        return "high"
-    if delta >= RISK_MEDIUM:
-        return "medium"
-    return "low"
 
 
 def direction(delta: float | None, ci: tuple[float, float] | None = None) -> str | None:
@@ -91,33 +96,108 @@ def susceptibility_scores(probs: np.ndarray, task: str) -> tuple[np.ndarray, np.
     return M.sample_susceptibility(probs)
 
 
-def _moved_rates(
-    pop: Population,
-    key: GroupKey,
-    a: int,
-    pred: np.ndarray,
-    flip_weight: np.ndarray,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(dense rates, forecast rates) of FNR and FPR per cell for target a."""
-    y = pop.labels[:, a]
-    p = pred[:, a]
-    minority_positive = pop.train_positive_rate[a] <= 0.5
-    out = {}
-    pos = np.bincount(key.cells, weights=(y == 1), minlength=key.n_cells)
-    neg = np.bincount(key.cells, weights=(y == 0), minlength=key.n_cells)
-    fn = np.bincount(key.cells, weights=(y == 1) & (p == 0), minlength=key.n_cells)
-    fp = np.bincount(key.cells, weights=(y == 0) & (p == 1), minlength=key.n_cells)
-    side = p == 1 if minority_positive else p == 0
-    w = flip_weight * side
-    flips_pos = np.bincount(key.cells, weights=w * (y == 1), minlength=key.n_cells)
-    flips_neg = np.bincount(key.cells, weights=w * (y == 0), minlength=key.n_cells)
-    sign = 1.0 if minority_positive else -1.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fnr = fn / pos
-        fpr = fp / neg
-        out["fnr_gap"] = (fnr, fnr + sign * flips_pos / pos)
-        out["fpr_gap"] = (fpr, fpr - sign * flips_neg / neg)
-    return out
+@dataclass(frozen=True)
+class ForecastModel:
+    """Coefficients of the forecast, fitted on the design part of the forecast benchmark.
+
+    Shipped as ``audit/forecast_model.json`` (written by ``benchmarks/forecast/fit.py``, with
+    the benchmark figures added by ``benchmarks/forecast/score.py``).
+    """
+
+    sparsities: tuple[float, ...]
+    flip_coef: dict[str, np.ndarray]  # recovery -> (S, F)
+    interval: dict[str, np.ndarray] | None  # metric -> (S, 2) residual quantiles
+    interval_level: float | None
+    risk_medium: float
+    risk_high: float
+    benchmark: dict[str, Any] | None
+    fitted_on: dict[str, Any]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ForecastModel:
+        """Build from the JSON's plain data (checked: features and sparsities must match)."""
+        if list(d.get("features", [])) != list(FLIP_FEATURES):
+            raise ValueError(
+                f"forecast model features {d.get('features')!r} do not match this version's "
+                f"{list(FLIP_FEATURES)!r}; refit with benchmarks/forecast/fit.py."
+            )
+        sp = tuple(float(s) for s in d["sparsities"])
+        coef = {
+            rec: np.asarray([by_s[repr(s)] for s in sp], dtype=np.float64)
+            for rec, by_s in d["flip_coef"].items()
+        }
+        iv = d.get("interval")
+        interval = (
+            {
+                m: np.asarray([q[repr(s)] for s in sp], dtype=np.float64)
+                for m, q in iv["residual_quantiles"].items()
+            }
+            if iv
+            else None
+        )
+        risk = d.get("risk") or {"medium": RISK_MEDIUM, "high": RISK_HIGH}
+        return cls(
+            sparsities=sp,
+            flip_coef=coef,
+            interval=interval,
+            interval_level=float(iv["level"]) if iv else None,
+            risk_medium=float(risk["medium"]),
+            risk_high=float(risk["high"]),
+            benchmark=d.get("benchmark"),
+            fitted_on=dict(d.get("fitted_on", {})),
+        )
+
+    def _weights(self, sparsity: float) -> tuple[int, int, float, bool]:
+        """Linear interpolation between the fitted sparsities (clamped outside them)."""
+        sp = self.sparsities
+        s = float(sparsity)
+        if s <= sp[0] or s >= sp[-1]:
+            i = 0 if s <= sp[0] else len(sp) - 1
+            return i, i, 0.0, not np.isclose(s, sp[i])
+        j = int(np.searchsorted(sp, s))
+        w = (s - sp[j - 1]) / (sp[j] - sp[j - 1])
+        return j - 1, j, w, False
+
+    def coef(self, recovery: str, sparsity: float) -> tuple[np.ndarray, str, bool]:
+        """(coefficients, recovery they were fitted for, extrapolated?) at one sparsity."""
+        used = recovery if recovery in self.flip_coef else "bn"
+        c = self.flip_coef[used]
+        i, j, w, extrapolated = self._weights(sparsity)
+        return (1 - w) * c[i] + w * c[j], used, extrapolated
+
+    def interval_at(self, metric: str, sparsity: float) -> tuple[float, float] | None:
+        """Residual quantiles (lo, hi) at one sparsity, or None when none were fitted."""
+        if self.interval is None or metric not in self.interval:
+            return None
+        q = self.interval[metric]
+        i, j, w, _ = self._weights(sparsity)
+        lo, hi = (1 - w) * q[i] + w * q[j]
+        return float(lo), float(hi)
+
+    def risk(self, delta: float | None) -> str:
+        """Map a pair's larger forecast Δ (FNR or FPR gap) to low / medium / high."""
+        if delta is None or not np.isfinite(delta):
+            return "low"
+        if delta >= self.risk_high:
+            return "high"
+        if delta >= self.risk_medium:
+            return "medium"
+        return "low"
+
+
+MODEL_FILE = "forecast_model.json"
+
+
+@functools.cache
+def load_model() -> ForecastModel:
+    """The shipped forecast model (``audit/forecast_model.json``)."""
+    text = resources.files("audit").joinpath(MODEL_FILE).read_text(encoding="utf-8")
+    return ForecastModel.from_dict(json.loads(text))
+
+
+def _num(x: Any) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
 
 
 def forecast(
@@ -125,6 +205,11 @@ def forecast(
     probs: np.ndarray,
     thresholds: np.ndarray,
     interdependence: dict[str, Any] | None,
+    *,
+    sparsities: tuple[float, ...] = (0.8, 0.9, 0.95),
+    target_sparsity: float = 0.9,
+    recovery: str = "bn",
+    model: ForecastModel | None = None,
 ) -> dict[str, Any]:
     """The bias-increase forecast of SPEC §5.2 for every (target, group key) pair.
 
@@ -137,52 +222,328 @@ def forecast(
     thresholds : ndarray of shape (A,)
         Decision thresholds (the gate's choice: default or calibrated).
     interdependence : dict or None
-        The dense ``interdependence`` entry (for the excess).
+        The dense ``interdependence`` entry (its excess is reported per pair).
+    sparsities : tuple of float
+        Sparsities to forecast at (the audited ones, or the requested ones with
+        ``--no-validate``); ``target_sparsity`` is always added.
+    target_sparsity : float
+        The sparsity whose forecast is the pair's headline (``predicted_delta``, ``risk``).
+    recovery : str
+        The recovery of the audit; coefficients fitted for it are used (``bn``'s when the
+        benchmark has none for it, which the output says).
+    model : ForecastModel, optional
+        Coefficients; the shipped ``load_model()`` by default.
 
     Returns
     -------
     dict
-        ``{"rule", "verdict", "pairs": [...]}`` as in docs/report-json.md.
+        ``{"rule", "model", "target_sparsity", "sparsities", "verdict", "pairs": [...]}`` as in
+        docs/report-json.md.
     """
-    pred = predict_labels(probs, thresholds, pop.task)
-    unc = uncertain(probs, pop.task, pop.band).astype(bool)
+    model = model or load_model()
+    levels = sorted({round(float(s), 6) for s in (*sparsities, target_sparsity)})
+    target_s = round(float(target_sparsity), 6)
+    per_level = {}
+    used_rec = recovery
+    extrapolated = {}
+    feats = {key.name: flip_features(pop, probs, thresholds, key) for key in pop.keys}
+    for s in levels:
+        coef, used_rec, extra = model.coef(recovery, s)
+        extrapolated[s] = extra
+        per_level[s] = {}
+        for key in pop.keys:
+            q = flip_probability(feats[key.name], coef)
+            per_level[s][key.name] = (expected_gap_change(pop, probs, thresholds, key, q), q)
     pairs = []
     for a, target in enumerate(pop.targets):
-        weight = unc[:, a].astype(np.float64)
         excess = None
         if interdependence is not None:
             excess = interdependence[target]["excess"]
         for key in pop.keys:
-            moved = _moved_rates(pop, key, a, pred, weight)
-            predicted: dict[str, float] = {}
-            dense_gap: dict[str, float | None] = {}
-            for metric, (before, after) in moved.items():
-                g0 = M.between_groups(before, valid=key.valid)
-                g1 = M.between_groups(after, valid=key.valid)
-                dense_gap[metric] = float(g0) if np.isfinite(g0) else None
-                predicted[metric] = float(g1 - g0) if np.isfinite(g0) and np.isfinite(g1) else 0.0
-            worst = max(predicted.values())
-            level = risk_level(worst)
-            reason = f"forecast Δ {worst:+.3f} → {level}"
-            if excess is not None and excess >= INTERDEPENDENCE_BUMP and level != "high":
-                level = _LEVELS[_LEVELS.index(level) + 1]
-                reason += (
-                    f"; raised to {level}: interdependence excess {excess:.2f}"
-                    f" ≥ {INTERDEPENDENCE_BUMP}"
+            by_s = []
+            for s in levels:
+                change, _ = per_level[s][key.name]
+                pred = {m: _num(change[m]["mean"][a]) for m in FORECAST_METRICS}
+                iv = {}
+                for m in FORECAST_METRICS:
+                    q = model.interval_at(m, s)
+                    iv[m] = (
+                        None
+                        if q is None or pred[m] is None
+                        else [round(pred[m] + q[0], 6), round(pred[m] + q[1], 6)]
+                    )
+                worst = _worst(pred)
+                by_s.append(
+                    {
+                        "sparsity": s,
+                        "predicted_delta": pred,
+                        "interval": iv,
+                        "risk": model.risk(worst),
+                        "extrapolated": extrapolated[s],
+                    }
                 )
+            head = next(b for b in by_s if b["sparsity"] == target_s)
+            change, q = per_level[target_s][key.name]
+            dense_gap = {m: _num(change[m]["dense"][a]) for m in ("fnr_gap", "fpr_gap")}
+            why = _why(pop, key, a, q, change)
             pairs.append(
                 {
                     "target": target,
                     "group": key.name,
-                    "predicted_delta": predicted,
+                    "predicted_delta": head["predicted_delta"],
+                    "interval": head["interval"],
                     "interdependence_excess": excess,
                     "dense_gap": dense_gap,
-                    "risk": level,
-                    "reason": reason,
+                    "dense_bias_amplification": _num(change["bias_amplification"]["dense"][a]),
+                    "risk": head["risk"],
+                    "reason": _reason(head, why, target_s, model),
+                    "why": why,
+                    "by_sparsity": by_s,
                 }
             )
     verdict = max((p["risk"] for p in pairs), key=_LEVELS.index, default="low")
-    return {"rule": RULE, "verdict": verdict, "pairs": pairs}
+    notes = []
+    if used_rec != recovery:
+        notes.append(
+            f"the benchmark has no cases with recovery {recovery!r}; the coefficients fitted "
+            f"for {used_rec!r} were used, so the benchmark figures do not apply as stated"
+        )
+    if any(extrapolated.values()):
+        out = [f"{s:g}" for s, e in extrapolated.items() if e]
+        notes.append(
+            f"sparsity {', '.join(out)} lies outside the benchmark's range "
+            f"({model.sparsities[0]:g}–{model.sparsities[-1]:g}): the nearest fitted "
+            "coefficients and interval were used, and their coverage there is not measured"
+        )
+    if pop.task == "multiclass":
+        notes.append(
+            "the benchmark has no multiclass cases: the flip model is applied one-vs-rest and "
+            "its figures do not apply as stated"
+        )
+    return {
+        "rule": RULE,
+        "model": {
+            "recovery": used_rec,
+            "coefficients": {
+                f: round(float(v), 4)
+                for f, v in zip(FLIP_FEATURES, model.coef(recovery, target_s)[0], strict=True)
+            },
+            "interval_level": model.interval_level,
+            "risk_thresholds": {"medium": model.risk_medium, "high": model.risk_high},
+            "benchmark": model.benchmark,
+            "fitted_on": model.fitted_on,
+            "notes": notes,
+        },
+        "target_sparsity": target_s,
+        "sparsities": levels,
+        "verdict": verdict,
+        "pairs": pairs,
+    }
+
+
+def _worst(pred: dict[str, float | None]) -> float | None:
+    vals = [pred[m] for m in ("fnr_gap", "fpr_gap") if pred[m] is not None]
+    return max(vals) if vals else None
+
+
+def _why(
+    pop: Population, key: GroupKey, a: int, q: np.ndarray, change: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Per valid cell: sizes, expected flows of the forecast and the rates they move."""
+    flows = change["fnr_gap"]["flows"][a]  # (C, 4): tp→fn, fn→tp, fp→tn, tn→fp
+    y = pop.labels[:, a].astype(bool)
+    out = []
+    for c, value in enumerate(key.values):
+        if not key.valid[c]:
+            continue
+        in_c = key.cells == c
+        pos, neg = int((y & in_c).sum()), int((~y & in_c).sum())
+        tp_fn, fn_tp, fp_tn, tn_fp = (float(v) for v in flows[c])
+        out.append(
+            {
+                "value": value,
+                "n": int(in_c.sum()),
+                "positives": pos,
+                "negatives": neg,
+                "mean_flip_chance": round(float(q[in_c, a].mean()), 4) if in_c.any() else None,
+                "expected_flips": {
+                    "tp_to_fn": round(tp_fn, 2),
+                    "fn_to_tp": round(fn_tp, 2),
+                    "fp_to_tn": round(fp_tn, 2),
+                    "tn_to_fp": round(tn_fp, 2),
+                },
+                "fnr_change": round((tp_fn - fn_tp) / pos, 4) if pos else None,
+                "fpr_change": round((tn_fp - fp_tn) / neg, 4) if neg else None,
+            }
+        )
+    return out
+
+
+def _reason(head: dict[str, Any], why: list[dict[str, Any]], s: float, model: ForecastModel) -> str:
+    pred = head["predicted_delta"]
+    worst_metric = max(
+        ("fnr_gap", "fpr_gap"),
+        key=lambda m: -np.inf if pred[m] is None else pred[m],
+    )
+    v = pred[worst_metric]
+    if v is None:
+        return f"forecast Δ not estimable at {s:g} → low"
+    iv = head["interval"][worst_metric]
+    span = f" [{iv[0]:+.3f}, {iv[1]:+.3f}]" if iv else ""
+    change = "fnr_change" if worst_metric == "fnr_gap" else "fpr_change"
+    cells = [w for w in why if w[change] is not None]
+    detail = ""
+    if len(cells) >= 2:
+        hi = max(cells, key=lambda w: w[change])
+        lo = min(cells, key=lambda w: w[change])
+        rate = "FNR" if worst_metric == "fnr_gap" else "FPR"
+        detail = (
+            f": expected flips move {rate} by {hi[change]:+.3f} in {hi['value']} vs "
+            f"{lo[change]:+.3f} in {lo['value']}"
+        )
+    level = head["risk"]
+    return (
+        f"forecast Δ {worst_metric} {v:+.3f}{span} at {s:g}{detail} → {level} "
+        f"(high ≥ {model.risk_high:g}, medium ≥ {model.risk_medium:g})"
+    )
+
+
+# ------------------------------------------------------------------- the flip model (dense only)
+
+FLIP_FEATURES: tuple[str, ...] = ("intercept", "margin", "toward_majority", "group_tilt")
+"""Per-sample inputs of the flip model, in coefficient order (see ``flip_features``)."""
+
+_EPS = 1e-6
+_TILT_CLIP = 4.0
+_MARGIN_CLIP = 12.0
+FORECAST_METRICS: tuple[str, ...] = ("fnr_gap", "fpr_gap", "bias_amplification")
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def flip_features(
+    pop: Population, probs: np.ndarray, thresholds: np.ndarray, key: GroupKey
+) -> np.ndarray:
+    """Per-sample, per-target inputs of the flip model, shape (F, N, A) in ``FLIP_FEATURES`` order.
+
+    With ``z = logit(p) − logit(t_a)`` (the distance to the decision threshold in logit units)
+    and ``ŷ`` the dense prediction:
+
+    * ``margin`` = min(|z|, 12): confident outputs flip less (SPEC §5.1's susceptibility, in
+      logit units so that it is not saturated near 0 and 1);
+    * ``toward_majority`` = 1 when ``ŷ`` is the attribute's minority value (train split), so
+      a flip would move the prediction to the majority value (rare-value under-prediction);
+    * ``group_tilt`` = ``d · τ_c``: ``τ_c`` is the mean, over the sample's cell ``c`` of
+      ``key``, of ``z − mean(z | label)`` (how much the dense model pushes that group up or
+      down beyond what its labels explain, clipped to ±4), and ``d`` = +1 when a flip would
+      go 0 → 1, −1 when 1 → 0. Positive when the flip goes the way the dense model already
+      leans for that group — the mark of a spurious group cue that outlasts pruning.
+    """
+    pred = predict_labels(probs, thresholds, pop.task).astype(bool)
+    z = _logit(probs) - _logit(np.asarray(thresholds, dtype=np.float64))[None, :]
+    y = pop.labels.astype(bool)
+    resid = np.empty_like(z)
+    for label in (False, True):
+        m = y == label
+        cnt = m.sum(axis=0)
+        mean = np.where(cnt > 0, np.where(m, z, 0.0).sum(axis=0) / np.maximum(cnt, 1), 0.0)
+        resid = np.where(m, z - mean[None, :], resid)
+    tilt = np.zeros((key.n_cells, z.shape[1]))
+    for c in range(key.n_cells):
+        in_c = key.cells == c
+        if in_c.any():
+            tilt[c] = resid[in_c].mean(axis=0)
+    tilt = np.clip(tilt, -_TILT_CLIP, _TILT_CLIP)
+    minority_positive = np.asarray(pop.train_positive_rate) <= 0.5
+    toward = np.where(minority_positive[None, :], pred, ~pred)
+    d = np.where(pred, -1.0, 1.0)
+    return np.stack(
+        [
+            np.ones_like(z),
+            np.minimum(np.abs(z), _MARGIN_CLIP),
+            toward.astype(np.float64),
+            d * tilt[key.cells],
+        ]
+    )
+
+
+def flip_probability(features: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """Return the forecast chance that a sample's prediction flips: σ(Σ_k coef_k · feature_k)."""
+    eta = np.tensordot(np.asarray(coef, dtype=np.float64), features, axes=(0, 0))
+    return 1.0 / (1.0 + np.exp(-np.clip(eta, -30.0, 30.0)))
+
+
+def expected_gap_change(
+    pop: Population,
+    probs: np.ndarray,
+    thresholds: np.ndarray,
+    key: GroupKey,
+    q: np.ndarray,
+    *,
+    draws: int = 256,
+    seed: int = 0,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Forecast Δ of the FNR gap, FPR gap and BA per target from flip probabilities ``q``.
+
+    Each sample's dense prediction flips with probability ``q`` (N, A), independently. Per
+    cell the four flows (TP→FN, FN→TP, FP→TN, TN→FP) are sums of Bernoulli variables, drawn
+    ``draws`` times from their normal approximation (mean Σq, variance Σq(1−q)); every draw
+    gives moved confusion counts and so gaps and BA exactly as the measured ones are computed
+    (``gap_arrays``). Because a gap is a max − min, chance flips alone widen it on average;
+    the mean over draws keeps that effect, which the gap of the expected counts would miss.
+
+    Returns
+    -------
+    dict
+        ``{metric: {"mean": (A,), "sd": (A,), "dense": (A,), "flows": (A, C, 4)}}``; NaN
+        where the metric is undefined (dense or forecast).
+    """
+    pred = predict_labels(probs, thresholds, pop.task).astype(bool)
+    y = pop.labels.astype(bool)
+    n_a = y.shape[1]
+    c = key.n_cells
+    dense = np.zeros((n_a, c, 5))
+    flows_mu = np.zeros((n_a, c, 4))
+    flows_var = np.zeros((n_a, c, 4))
+    masks = (y & pred, y & ~pred, ~y & pred, ~y & ~pred)  # tp, fn, fp, tn
+    slot = {0: 0, 1: 3, 2: 1, 3: 2}  # mask index -> column of (tp, fp, tn, fn)
+    for k, m in enumerate(masks):
+        for a in range(n_a):
+            dense[a, :, slot[k]] = np.bincount(key.cells, weights=m[:, a], minlength=c)
+            flows_mu[a, :, k] = np.bincount(key.cells, weights=m[:, a] * q[:, a], minlength=c)
+            flows_var[a, :, k] = np.bincount(
+                key.cells, weights=m[:, a] * q[:, a] * (1 - q[:, a]), minlength=c
+            )
+    rng = np.random.default_rng(seed)
+    f = flows_mu[None] + np.sqrt(flows_var)[None] * rng.standard_normal((draws, n_a, c, 4))
+    # A flow cannot exceed the count it leaves from, nor be negative.
+    source = np.stack([dense[..., 0], dense[..., 3], dense[..., 1], dense[..., 2]], axis=-1)
+    f = np.clip(f, 0.0, source[None])
+    tp_fn, fn_tp, fp_tn, tn_fp = (f[..., i] for i in range(4))
+    moved = np.empty((draws, n_a, c, 5))
+    moved[..., 0] = dense[None, ..., 0] - tp_fn + fn_tp
+    moved[..., 3] = dense[None, ..., 3] + tp_fn - fn_tp
+    moved[..., 1] = dense[None, ..., 1] - fp_tn + tn_fp
+    moved[..., 2] = dense[None, ..., 2] + fp_tn - tn_fp
+    moved[..., 4] = 0.0
+    g0 = gap_arrays(key, dense)
+    g1 = gap_arrays(key, moved)
+    out = {}
+    for metric in FORECAST_METRICS:
+        d = g1[metric] - g0[metric][None]
+        fin = np.isfinite(d)
+        k = fin.sum(axis=0)
+        ok = k >= 0.5 * draws  # defined in most draws (and on the dense model)
+        s1 = np.where(fin, d, 0.0).sum(axis=0)
+        s2 = np.where(fin, d * d, 0.0).sum(axis=0)
+        safe_k = np.maximum(k, 1)
+        mean = np.where(ok, s1 / safe_k, np.nan)
+        sd = np.where(ok, np.sqrt(np.maximum(s2 / safe_k - (s1 / safe_k) ** 2, 0.0)), np.nan)
+        out[metric] = {"mean": mean, "sd": sd, "dense": g0[metric], "flows": flows_mu}
+    return out
 
 
 def susceptible_samples(

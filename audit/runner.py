@@ -484,7 +484,14 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             with progress.task("Dense criteria", None):
                 dense = criteria.model_metrics(pop, dense_probs, thresholds)
                 fc = forecast.forecast(
-                    pop, dense_probs, thresholds[cfg.policy.thresholds], dense["interdependence"]
+                    pop,
+                    dense_probs,
+                    thresholds[cfg.policy.thresholds],
+                    dense["interdependence"],
+                    # Per audited sparsity; with --no-validate per requested sparsity.
+                    sparsities=tuple(cfg.sparsities),
+                    target_sparsity=cfg.policy.target_sparsity,
+                    recovery=cfg.recovery,
                 )
                 susceptible = forecast.susceptible_samples(
                     pop, dense_probs, thresholds["default"], top_k=cfg.top_k
@@ -551,7 +558,12 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             agreement["by_level"] = [
                 {
                     k: validate.forecast_agreement(fc, lv, mode=cfg.policy.thresholds)[k]
-                    for k in ("sparsity", "direction_hit_rate", "risk_hit_rate")
+                    for k in (
+                        "sparsity",
+                        "direction_hit_rate",
+                        "interval_coverage",
+                        "risk_hit_rate",
+                    )
                 }
                 for lv in levels
             ]

@@ -25,7 +25,7 @@ from audit.criteria import (
     signed_arrays,
     uncertain,
 )
-from audit.forecast import direction, risk_level
+from audit.forecast import RISK_HIGH, RISK_MEDIUM, direction
 
 MODES = ("default", "calibrated")
 
@@ -358,36 +358,66 @@ def ranking_quality(
 def forecast_agreement(
     forecast: dict[str, Any], level: dict[str, Any], *, mode: str
 ) -> dict[str, Any]:
-    """Compare the forecast's Δ and risk with the Δ measured at one level (SPEC §6.4).
+    """Compare the forecast's Δ, interval and risk with the Δ measured at one level (SPEC §6.4).
 
-    Direction: up / down / flat must match, where a change below the medium-risk threshold
-    is flat and a measured change whose CI contains 0 is flat (``forecast.direction``).
-    Risk: the measured larger Δ of the FNR/FPR gap mapped by the forecast's own thresholds
-    must equal the forecast risk.
+    The forecast at the level's own sparsity is used (``by_sparsity``; the headline
+    ``predicted_delta`` for a forecast without one). Direction: up / down / flat must match,
+    where a change below the medium-risk threshold is flat and a measured change whose CI
+    contains 0 is flat (``forecast.direction``). Interval: whether the measured Δ lies inside
+    the forecast interval. Risk: the measured larger Δ of the FNR/FPR gap mapped by the
+    forecast's own risk thresholds must equal the forecast risk.
     """
     rows = []
     risk_hits = []
+    interval_hits = []
+    cut = (forecast.get("model") or {}).get("risk_thresholds") or {}
+    medium, high = cut.get("medium", RISK_MEDIUM), cut.get("high", RISK_HIGH)
+
+    def level_of(v: float) -> str:
+        return "high" if v >= high else "medium" if v >= medium else "low"
+
+    s = float(level["sparsity"])
     for pair in forecast["pairs"]:
+        at = next(
+            (b for b in pair.get("by_sparsity", ()) if np.isclose(b["sparsity"], s)),
+            {"predicted_delta": pair["predicted_delta"], "risk": pair["risk"],
+             "interval": pair.get("interval") or {}},
+        )
         deltas = level["delta"][mode][pair["target"]]["by_group"][pair["group"]]
-        measured = {m: deltas[m]["value"] for m in ("fnr_gap", "fpr_gap")}
-        ci = {m: deltas[m].get("ci") for m in ("fnr_gap", "fpr_gap")}
-        defined = [v for v in measured.values() if v is not None]
-        measured_risk = risk_level(max(defined)) if defined else None
-        risk_hit = measured_risk == pair["risk"] if measured_risk is not None else None
+        metrics = [m for m in ("fnr_gap", "fpr_gap", "bias_amplification")
+                   if m in at["predicted_delta"] and m in deltas]
+        measured = {m: deltas[m]["value"] for m in metrics}
+        ci = {m: deltas[m].get("ci") for m in metrics}
+        defined = [measured[m] for m in ("fnr_gap", "fpr_gap") if measured.get(m) is not None]
+        measured_risk = level_of(max(defined)) if defined else None
+        risk_hit = measured_risk == at["risk"] if measured_risk is not None else None
         if risk_hit is not None:
             risk_hits.append(risk_hit)
-        for metric in ("fnr_gap", "fpr_gap"):
-            d_pred = direction(pair["predicted_delta"][metric])
+        for metric in metrics:
+            predicted = at["predicted_delta"][metric]
+            d_pred = direction(predicted)
             d_meas = direction(measured[metric], ci[metric])
+            iv = (at.get("interval") or {}).get(metric)
+            inside = (
+                None
+                if iv is None or measured[metric] is None
+                else bool(iv[0] <= measured[metric] <= iv[1])
+            )
+            if inside is not None:
+                interval_hits.append(inside)
             rows.append(
                 {
                     "target": pair["target"],
                     "group": pair["group"],
                     "metric": metric,
-                    "predicted_delta": pair["predicted_delta"][metric],
+                    "predicted_delta": predicted,
+                    "predicted_interval": iv,
                     "measured_delta": measured[metric],
-                    "direction_hit": None if d_meas is None else d_pred == d_meas,
-                    "predicted_risk": pair["risk"],
+                    "direction_hit": (
+                        None if d_meas is None or d_pred is None else d_pred == d_meas
+                    ),
+                    "interval_hit": inside,
+                    "predicted_risk": at["risk"],
                     "measured_risk": measured_risk,
                     "risk_hit": risk_hit,
                 }
@@ -397,5 +427,6 @@ def forecast_agreement(
         "sparsity": level["sparsity"],
         "pairs": rows,
         "direction_hit_rate": float(np.mean(dir_hits)) if dir_hits else None,
+        "interval_coverage": float(np.mean(interval_hits)) if interval_hits else None,
         "risk_hit_rate": float(np.mean(risk_hits)) if risk_hits else None,
     }

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from audit import criteria
-from audit.forecast import forecast, gallery_samples, risk_level, susceptible_samples
+from audit import forecast as F
+from audit.forecast import gallery_samples, susceptible_samples
 
 
 def _pop(labels: np.ndarray, groups: np.ndarray, train_rate: float) -> criteria.Population:
@@ -29,52 +30,117 @@ GROUPS = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 PROBS = np.array([0.6, 0.95, 0.7, 0.05, 0.55, 0.85, 0.3, 0.02])[:, None]
 
 
-def test_forecast_hand_computed_minority_positive() -> None:
-    # Train positive rate 0.3 → positives are the rare value: every uncertain predicted
-    # positive (p in (0.1, 0.9)) is expected to flip to negative; confident ones stay.
-    #   g=0: i0 (y=1, p=.6) TP→FN; i1 (p=.95) confident; i2 (y=0, p=.7) FP→TN
-    #   g=1: i4 (y=1, p=.55) and i5 (y=1, p=.85) TP→FN; i6 predicted 0: majority side.
-    # FNR: dense 0/2, 0/2 → forecast 1/2, 2/2 → gap .5 → Δ +.5 (high: ≥ .05)
-    # FPR: dense 1/2, 0/2 (gap .5) → forecast 0/2, 0/2 → gap 0 → Δ −.5
+def _model(**over: object) -> F.ForecastModel:
+    d = {
+        "features": list(F.FLIP_FEATURES),
+        "sparsities": [0.8, 0.9, 0.95],
+        "flip_coef": {
+            "bn": {"0.8": [-3.0, -1.0, 1.0, 0.0], "0.9": [-1.0, -1.0, 1.0, 0.0],
+                   "0.95": [0.0, -1.0, 1.0, 0.0]},
+        },
+        "interval": {
+            "level": 0.9,
+            "residual_quantiles": {
+                m: {"0.8": [-0.1, 0.1], "0.9": [-0.2, 0.3], "0.95": [-0.4, 0.5]}
+                for m in F.FORECAST_METRICS
+            },
+        },
+        "risk": {"medium": 0.02, "high": 0.05},
+    }
+    d.update(over)
+    return F.ForecastModel.from_dict(d)
+
+
+def test_flip_features_hand_computed() -> None:
+    # Train positive rate 0.3: positives are the minority value.
     pop = _pop(LABELS, GROUPS, train_rate=0.3)
-    fc = forecast(pop, PROBS, np.array([0.5]), None)
+    feats = F.flip_features(pop, PROBS, np.array([0.5]), pop.keys[0])
+    z = np.log(PROBS[:, 0] / (1 - PROBS[:, 0]))
+    np.testing.assert_allclose(feats[0, :, 0], 1.0)
+    np.testing.assert_allclose(feats[1, :, 0], np.abs(z))
+    # predicted positive (p > .5) = minority side → a flip goes toward the majority
+    np.testing.assert_array_equal(feats[2, :, 0], (PROBS[:, 0] > 0.5).astype(float))
+    # tilt: z minus the mean z of its label, averaged per group cell, signed by the flip's way
+    resid = z - np.where(LABELS == 1, z[LABELS == 1].mean(), z[LABELS == 0].mean())
+    tilt = np.array([resid[GROUPS == 0].mean(), resid[GROUPS == 1].mean()])
+    d = np.where(PROBS[:, 0] > 0.5, -1.0, 1.0)
+    np.testing.assert_allclose(feats[3, :, 0], d * tilt[GROUPS])
+
+
+def test_expected_change_with_certain_flips_is_exact() -> None:
+    # q ∈ {0, 1}: no chance left, so every draw moves the same samples.
+    pop = _pop(LABELS, GROUPS, train_rate=0.3)
+    q = np.zeros((8, 1))
+    q[[0, 4, 5], 0] = 1.0  # TP→FN in g=0 (i0) and g=1 (i4, i5)
+    out = F.expected_gap_change(pop, PROBS, np.array([0.5]), pop.keys[0], q)
+    # FNR: dense 0/2, 0/2 → 1/2, 2/2: gap 0 → .5; FPR untouched (1/2 vs 0/2)
+    assert out["fnr_gap"]["mean"][0] == pytest.approx(0.5)
+    assert out["fnr_gap"]["sd"][0] == pytest.approx(0.0)
+    assert out["fpr_gap"]["mean"][0] == pytest.approx(0.0)
+    none = F.expected_gap_change(pop, PROBS, np.array([0.5]), pop.keys[0], np.zeros((8, 1)))
+    assert none["fnr_gap"]["mean"][0] == 0.0 and none["fpr_gap"]["mean"][0] == 0.0
+
+
+def test_chance_flips_widen_a_gap_on_average() -> None:
+    # Two identical groups, every sample with the same flip chance: the expected counts move
+    # both groups alike (gap unchanged), but a max − min over noisy draws grows.
+    labels = np.tile([1, 0], 100)
+    groups = np.repeat([0, 1], 100)
+    probs = np.where(labels == 1, 0.8, 0.2)[:, None]
+    pop = _pop(labels, groups, train_rate=0.5)
+    q = np.full((200, 1), 0.2)
+    out = F.expected_gap_change(pop, probs, np.array([0.5]), pop.keys[0], q)
+    assert out["fnr_gap"]["mean"][0] > 0.03
+
+
+def test_forecast_per_sparsity_interpolates_and_flags_extrapolation() -> None:
+    pop = _pop(LABELS, GROUPS, train_rate=0.3)
+    fc = F.forecast(pop, PROBS, np.array([0.5]), None, sparsities=(0.85, 0.99),
+                    target_sparsity=0.9, model=_model())
+    assert fc["sparsities"] == [0.85, 0.9, 0.99] and fc["target_sparsity"] == 0.9
     (pair,) = fc["pairs"]
-    assert pair["predicted_delta"]["fnr_gap"] == pytest.approx(0.5)
-    assert pair["predicted_delta"]["fpr_gap"] == pytest.approx(-0.5)
-    assert pair["dense_gap"] == {"fnr_gap": 0.0, "fpr_gap": 0.5}
-    assert pair["risk"] == "high" and fc["verdict"] == "high"
-    assert "minority side" in fc["rule"]
+    by = {b["sparsity"]: b for b in pair["by_sparsity"]}
+    assert by[0.99]["extrapolated"] and not by[0.85]["extrapolated"]
+    assert any("0.99 lies outside" in n for n in fc["model"]["notes"])
+    # 0.85 uses the midpoint of the 0.8 and 0.9 coefficients and intervals
+    coef, used, extra = _model().coef("bn", 0.85)
+    np.testing.assert_allclose(coef, [-2.0, -1.0, 1.0, 0.0])
+    assert used == "bn" and not extra
+    d = by[0.85]["predicted_delta"]["fnr_gap"]
+    assert by[0.85]["interval"]["fnr_gap"] == pytest.approx([d - 0.15, d + 0.2], abs=1e-6)
+    # More sparsity, larger flip chances: the forecast FNR gap grows monotonically here.
+    assert by[0.85]["predicted_delta"]["fnr_gap"] < by[0.9]["predicted_delta"]["fnr_gap"]
+    assert pair["predicted_delta"] == by[0.9]["predicted_delta"]
+    assert pair["risk"] == by[0.9]["risk"] and fc["verdict"] == pair["risk"]
+    # BA is not estimable with train groups that do not differ in rate: None, not 0.
+    assert pair["predicted_delta"]["bias_amplification"] is None
 
 
-def test_forecast_mirrors_when_positives_are_the_majority() -> None:
-    # Train rate 0.7 → uncertain predicted negatives flip to positive:
-    #   g=0: i3 p=.05 is confident → nothing; g=1: i6 (y=0, p=.3) TN→FP; i7 p=.02 confident.
-    # FPR: dense 1/2, 0/2 → forecast 1/2, 1/2 → gap 0 (Δ −.5); no positive is predicted
-    # negative, so FNR is unchanged (Δ 0) → low.
-    pop = _pop(LABELS, GROUPS, train_rate=0.7)
-    (pair,) = forecast(pop, PROBS, np.array([0.5]), None)["pairs"]
-    assert pair["predicted_delta"]["fpr_gap"] == pytest.approx(-0.5)
-    assert pair["predicted_delta"]["fnr_gap"] == pytest.approx(0.0)
-    assert pair["risk"] == "low"
-
-
-def test_forecast_band_edges_are_confident() -> None:
-    # p exactly on the band edge (0.9) is outside the open band: it must not flip.
-    probs = np.array([0.9, 0.95, 0.05, 0.05, 0.6, 0.95, 0.05, 0.05])[:, None]
+def test_forecast_why_lists_expected_flips_per_cell() -> None:
     pop = _pop(LABELS, GROUPS, train_rate=0.3)
-    (pair,) = forecast(pop, probs, np.array([0.5]), None)["pairs"]
-    # only i4 flips: FNR 0/2, 1/2 → Δ +.5
-    assert pair["predicted_delta"]["fnr_gap"] == pytest.approx(0.5)
+    (pair,) = F.forecast(pop, PROBS, np.array([0.5]), None, model=_model())["pairs"]
+    why = {w["value"]: w for w in pair["why"]}
+    assert set(why) == {"0", "1"} and why["0"]["positives"] == 2
+    # only predicted positives are on the minority side; margins |z| give the chances
+    flips = why["1"]["expected_flips"]
+    coef = np.array([-1.0, -1.0, 1.0, 0.0])
+    z = np.log(np.array([0.55, 0.85]) / np.array([0.45, 0.15]))
+    q = 1 / (1 + np.exp(-(coef[0] + coef[1] * z + coef[2])))
+    assert flips["tp_to_fn"] == pytest.approx(q.sum(), abs=0.01)
+    assert why["1"]["fnr_change"] == pytest.approx(q.sum() / 2, abs=0.01)
+    assert "expected flips move FNR" in pair["reason"]
 
 
-def test_interdependence_excess_raises_risk_one_level() -> None:
-    pop = _pop(LABELS, GROUPS, train_rate=0.7)
-    inter = {"smile": {"predictions": 0.5, "labels": 0.3, "excess": 0.2}}
-    (pair,) = forecast(pop, PROBS, np.array([0.5]), inter)["pairs"]
-    assert pair["risk"] == "medium" and "interdependence excess 0.20" in pair["reason"]
-    inter["smile"]["excess"] = 0.05
-    (pair,) = forecast(pop, PROBS, np.array([0.5]), inter)["pairs"]
-    assert pair["risk"] == "low"
+def test_recovery_without_coefficients_falls_back_and_says_so() -> None:
+    pop = _pop(LABELS, GROUPS, train_rate=0.3)
+    fc = F.forecast(pop, PROBS, np.array([0.5]), None, recovery="none", model=_model())
+    assert fc["model"]["recovery"] == "bn"
+    assert any("no cases with recovery 'none'" in n for n in fc["model"]["notes"])
+
+
+def test_model_with_other_features_is_refused() -> None:
+    with pytest.raises(ValueError, match="refit with benchmarks/forecast/fit.py"):
+        _model(features=["intercept", "margin"])
 
 
 @pytest.mark.parametrize(
@@ -82,7 +148,19 @@ def test_interdependence_excess_raises_risk_one_level() -> None:
     [(0.06, "high"), (0.05, "high"), (0.03, "medium"), (0.0, "low"), (None, "low")],
 )
 def test_risk_levels(delta: float | None, level: str) -> None:
-    assert risk_level(delta) == level
+    assert _model().risk(delta) == level
+
+
+def test_shipped_model_loads_with_benchmark_figures() -> None:
+    m = F.load_model()
+    assert set(m.flip_coef) == {"bn", "finetune"}
+    assert m.sparsities == (0.8, 0.9, 0.95)
+    assert 0 < m.risk_medium < m.risk_high
+    bench = m.benchmark
+    assert bench is not None and bench["part"] == "heldout"
+    for metric in ("fnr_gap", "fpr_gap"):
+        assert set(bench["by_metric"][metric]) == {"0.8", "0.9", "0.95"}
+    assert set(bench["risk_event_rates"]["0.9"]) == {"low", "medium", "high"}
 
 
 def test_susceptible_ranking_and_gallery() -> None:
@@ -130,3 +208,34 @@ def test_forecast_agreement_grades_direction_with_ci_and_risk() -> None:
     assert [r["direction_hit"] for r in out["pairs"]] == [False, True]
     assert out["pairs"][0]["measured_risk"] == "low"
     assert out["direction_hit_rate"] == 0.5 and out["risk_hit_rate"] == 0.0
+
+
+def test_forecast_agreement_uses_the_levels_own_sparsity_interval_and_thresholds() -> None:
+    from audit.validate import forecast_agreement
+
+    at_9 = {"fnr_gap": 0.01, "fpr_gap": 0.0}
+    fc = {
+        "model": {"risk_thresholds": {"medium": 0.1, "high": 0.2}},
+        "pairs": [
+            {
+                "target": "smile",
+                "group": "g",
+                "predicted_delta": {"fnr_gap": 0.5, "fpr_gap": 0.5},  # headline: not used
+                "risk": "high",
+                "by_sparsity": [
+                    {"sparsity": 0.8, "predicted_delta": {"fnr_gap": 0.9, "fpr_gap": 0.9},
+                     "interval": {}, "risk": "high"},
+                    {"sparsity": 0.9, "predicted_delta": at_9, "risk": "medium",
+                     "interval": {"fnr_gap": [0.0, 0.2], "fpr_gap": [-0.1, 0.1]}},
+                ],
+            }
+        ],
+    }
+    # measured FNR +.15 (inside [0, .2]), FPR +.12 (outside [−.1, .1]); the larger, .15, is
+    # medium under the forecast's own thresholds (.1/.2), as forecast at 0.9: a risk hit.
+    out = forecast_agreement(fc, _level((0.15, [0.1, 0.2]), (0.12, [0.05, 0.2])), mode="default")
+    fnr, fpr = out["pairs"]
+    assert fnr["predicted_delta"] == 0.01 and fnr["predicted_interval"] == [0.0, 0.2]
+    assert fnr["interval_hit"] is True and fpr["interval_hit"] is False
+    assert out["interval_coverage"] == 0.5
+    assert fnr["measured_risk"] == "medium" and out["risk_hit_rate"] == 1.0

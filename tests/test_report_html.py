@@ -325,3 +325,18 @@ def test_inconclusive_checks_are_marked_with_the_sample_size_they_need(report: d
     assert 'class="outcome-inconclusive"' in row and "? inconclusive" in unescape(row)
     assert "needs ≈ 889 samples (has 500)" in unescape(row)
     assert "[-0.020, 0.060]" in row
+
+
+def test_forecast_section_shows_intervals_per_sparsity_and_benchmark(report: dict) -> None:
+    from tests.test_report_markdown import _with_new_forecast
+
+    page = render_html(_with_new_forecast(report))
+    section = page.split('<section id="forecast">')[1].split("</section>")[0]
+    assert "forecast Δ BA" in section and "per sparsity (FNR / FPR / BA)" in section
+    assert "[0.155, 0.305]" in section
+    assert "0.8: +0.103 / +0.068 / " in unescape(section)
+    assert "held-out part of the forecast benchmark" in section
+    assert "a note &lt;b&gt;escaped&lt;/b&gt;" in section  # data never becomes markup
+    grading = page.split('<section id="grading">')[1].split("</section>")[0]
+    assert "forecast interval held the measured Δ in <b>25.0%</b>" in grading
+    assert "in interval" in grading

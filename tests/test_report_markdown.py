@@ -148,10 +148,12 @@ def test_forecast_and_grading_sections(report: dict) -> None:
     assert "Rule: Pruning flips uncertain samples" in fc
     row = next(r for r in fc.splitlines() if r.startswith("| Blond\\_Hair × Male | fnr gap"))
     cells = [c.strip() for c in CELL_SPLIT.split(row)[1:-1]]
-    assert cells[2] == "+0.205" and cells[3] == "high"
-    assert cells[4].startswith("+0.405") and cells[6] == "✅"
+    # an older report: no interval, no per-sparsity forecast, no graded interval
+    assert cells[2] == "+0.205" and cells[3] == "—" and cells[4] == "high"
+    assert cells[5].startswith("+0.405") and cells[6] == "n/a" and cells[7] == "✅"
     grading = md.split("### Forecast grading")[1]
-    assert "direction hit rate 50.0%, risk hit rate 62.5%" in grading
+    assert "direction hit rate 50.0%, forecast interval held the measured Δ in n/a" in grading
+    assert "risk hit rate 62.5%" in grading
     assert "| 0.9 | any | 0.898 |" in grading
 
 
@@ -236,3 +238,57 @@ def test_number_formatting_never_shows_minus_zero_or_zero_for_undefined() -> Non
         "+0.081 [0.052, 0.110]"
     )
     assert fmt_delta({"value": None, "ci": None, "reason": "no positives"}) == "n/a (no positives)"
+
+
+def _with_new_forecast(report: dict) -> dict:
+    """The fixture with the forecast fields of the sparsity-aware forecast (v2) filled in."""
+    from audit.forecast import load_model
+
+    bench = load_model().benchmark
+    fc = report["forecast"]
+    fc["target_sparsity"] = 0.9
+    fc["sparsities"] = [0.8, 0.9, 0.95]
+    fc["model"] = {
+        "recovery": "bn",
+        "coefficients": {"intercept": -2.0, "margin": -0.5, "toward_majority": 1.0,
+                         "group_tilt": 0.4},
+        "interval_level": 0.9,
+        "risk_thresholds": {"medium": 0.02, "high": 0.05},
+        "benchmark": bench,
+        "fitted_on": {"n_design_cases": 20},
+        "notes": ["a note <b>escaped</b>"],
+    }
+    for p in fc["pairs"]:
+        d = p["predicted_delta"]
+        p["interval"] = {m: [round(v - 0.05, 5), round(v + 0.1, 5)] for m, v in d.items()}
+        p["by_sparsity"] = [
+            {"sparsity": s, "predicted_delta": {m: v * k for m, v in d.items()},
+             "interval": p["interval"], "risk": p["risk"], "extrapolated": False}
+            for s, k in ((0.8, 0.5), (0.9, 1.0), (0.95, 2.0))
+        ]
+    for a in report["validation"]["forecast_agreement"]["pairs"]:
+        a["predicted_interval"] = [a["predicted_delta"] - 0.05, a["predicted_delta"] + 0.1]
+        m = a["measured_delta"]
+        a["interval_hit"] = None if m is None else bool(
+            a["predicted_interval"][0] <= m <= a["predicted_interval"][1]
+        )
+    report["validation"]["forecast_agreement"]["interval_coverage"] = 0.25
+    return report
+
+
+def test_forecast_section_shows_intervals_per_sparsity_and_benchmark(report: dict) -> None:
+    report = _with_new_forecast(report)
+    validate_report(report)
+    md = render_markdown(report)
+    fc = md.split("### Forecast: high risk at sparsity 0.9")[1].split("### Forecast grading")[0]
+    row = next(r for r in fc.splitlines() if r.startswith("| Blond\\_Hair × Male | fnr gap"))
+    cells = [c.strip() for c in CELL_SPLIT.split(row)[1:-1]]
+    assert cells[2] == "+0.205 [0.155, 0.305]"
+    assert cells[3] == "0.8: +0.103, 0.9: +0.205, 0.95: +0.411"
+    assert "held-out part of the forecast benchmark" in fc
+    assert "Risk levels at 0.9 — share with an event: high:" in fc
+    assert "a note &lt;b&gt;escaped&lt;/b&gt;" in fc
+    grading = md.split("### Forecast grading")[1]
+    assert "forecast interval held the measured Δ in 25.0%" in grading
+    assert "The rule in use, on the forecast benchmark" in grading
+    _assert_tables_well_formed(md)

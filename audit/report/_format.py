@@ -331,3 +331,86 @@ def verdict(report: Mapping[str, Any]) -> dict[str, Any]:
         "max_safe_sparsity": safe if is_number(safe) else None,
         "max_safe_reason": reason,
     }
+
+
+def forecast_benchmark_lines(fc: Mapping[str, Any] | None) -> list[str]:
+    """Plain sentences stating how the forecast in use fared on the forecast benchmark.
+
+    Reads ``forecast.model`` (coefficients' provenance, interval level, risk thresholds and
+    the held-out ``benchmark`` figures shipped with them); returns [] when absent.
+
+    Parameters
+    ----------
+    fc : Mapping or None
+        The report's ``forecast`` block.
+
+    Returns
+    -------
+    list of str
+        Unescaped sentences, in reading order.
+    """
+    model = get(fc, "model")
+    if not isinstance(model, Mapping):
+        return []
+    lines = []
+    coef = model.get("coefficients")
+    if isinstance(coef, Mapping) and coef:
+        terms = ", ".join(f"{k} {fmt_signed(v, digits=2)}" for k, v in coef.items())
+        lines.append(
+            f"Flip model (recovery {model.get('recovery')}, at the target sparsity): "
+            f"logit of a sample's flip chance = {terms} (features: the distance to the "
+            "threshold in logit units; 1 when the prediction is the minority value; the "
+            "group's dense tilt in the flip's direction)."
+        )
+    bench = model.get("benchmark")
+    if not isinstance(bench, Mapping):
+        lines.append("No benchmark figures ship with these coefficients.")
+        return lines + [str(n) for n in model.get("notes") or []]
+    by = bench.get("by_metric") or {}
+    today = bench.get("todays_rule") or {}
+    parts = []
+    for metric in ("fnr_gap", "fpr_gap", "bias_amplification"):
+        for s, v in (by.get(metric) or {}).items():
+            if not isinstance(v, Mapping):
+                continue
+            old = get(today, metric, s)
+            was = (
+                f"; previous rule {fmt_num(get(old, 'auroc'), digits=2)} / "
+                f"{fmt_num(get(old, 'spearman'), digits=2)}"
+                if isinstance(old, Mapping)
+                else ""
+            )
+            parts.append(
+                f"{metric.replace('_', ' ')} @ {s}: AUROC {fmt_num(v.get('auroc'), digits=2)}, "
+                f"Spearman {fmt_num(v.get('spearman'), digits=2)} "
+                f"({v.get('events')} events in {v.get('n')}{was})"
+            )
+    lines.append(
+        f"Measured on the held-out part of the forecast benchmark ({bench.get('cases')} cases, "
+        f"{bench.get('pairs')} pairs; event: {bench.get('event')}): " + "; ".join(parts) + "."
+    )
+    rates = bench.get("risk_event_rates") or {}
+    for s, table in rates.items():
+        if not isinstance(table, Mapping):
+            continue
+        cells = [
+            f"{lv}: {fmt_pct(get(table, lv, 'event_rate'), reason='no such pairs')} of "
+            f"{get(table, lv, 'pairs')} such pairs"
+            for lv in ("high", "medium", "low")
+        ]
+        lines.append(f"Risk levels at {s} — share with an event: " + ", ".join(cells) + ".")
+    cov = bench.get("interval_coverage") or {}
+    level = model.get("interval_level")
+    if cov and is_number(level):
+        items = [
+            f"{m.replace('_', ' ')} {fmt_pct(v)} @ {s}"
+            for m, by_s in cov.items()
+            if isinstance(by_s, Mapping)
+            for s, v in by_s.items()
+        ]
+        lines.append(
+            f"Forecast interval (nominal {fmt_pct(level)}) held the measured Δ in: "
+            + ", ".join(items)
+            + "."
+        )
+    return lines + [str(n) for n in model.get("notes") or []]

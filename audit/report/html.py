@@ -36,6 +36,7 @@ from audit.report._format import (
     fmt_settle,
     fmt_signed,
     fmt_sparsity,
+    forecast_benchmark_lines,
     get,
     is_number,
     levels,
@@ -136,6 +137,12 @@ def _signed(value: Any, *, reason: str | None = None) -> Td:
     if not is_number(value):
         return Td(_na_markup(reason), "", "na-cell")
     return Td(fmt_signed(value), sort_key(value), "num")
+
+
+def _interval(value: Any) -> Td:
+    if not (isinstance(value, list | tuple) and len(value) == 2 and all(map(is_number, value))):
+        return Td("—", "")
+    return Td(fmt_ci(value), sort_key(value[0]), "num")
 
 
 def _text(value: Any) -> Td:
@@ -627,8 +634,13 @@ def _forecast(report: Mapping[str, Any]) -> tuple[Table, Table | None, dict[str,
         [
             Col("target"),
             Col("group"),
-            Col("predicted Δ FNR gap", "num"),
-            Col("predicted Δ FPR gap", "num"),
+            Col("forecast Δ FNR gap", "num"),
+            Col("interval", "num"),
+            Col("forecast Δ FPR gap", "num"),
+            Col("interval", "num"),
+            Col("forecast Δ BA", "num"),
+            Col("interval", "num"),
+            Col("per sparsity (FNR / FPR / BA)"),
             Col("interdependence excess", "num"),
             Col("dense FNR gap", "num"),
             Col("dense FPR gap", "num"),
@@ -643,8 +655,25 @@ def _forecast(report: Mapping[str, Any]) -> tuple[Table, Table | None, dict[str,
             [
                 _text(p.get("target")),
                 _text(p.get("group")),
-                _signed(get(p, "predicted_delta", "fnr_gap")),
-                _signed(get(p, "predicted_delta", "fpr_gap")),
+                _signed(get(p, "predicted_delta", "fnr_gap"), reason="not estimable"),
+                _interval(get(p, "interval", "fnr_gap")),
+                _signed(get(p, "predicted_delta", "fpr_gap"), reason="not estimable"),
+                _interval(get(p, "interval", "fpr_gap")),
+                _signed(get(p, "predicted_delta", "bias_amplification"), reason="not estimable"),
+                _interval(get(p, "interval", "bias_amplification")),
+                _text(
+                    "; ".join(
+                        f"{fmt_sparsity(b.get('sparsity'))}: "
+                        + " / ".join(
+                            fmt_signed(get(b, "predicted_delta", m))
+                            for m in ("fnr_gap", "fpr_gap", "bias_amplification")
+                        )
+                        + f" ({b.get('risk')})"
+                        for b in p.get("by_sparsity") or []
+                        if isinstance(b, Mapping)
+                    )
+                    or "—"
+                ),
                 _num(p.get("interdependence_excess"), reason="not computed"),
                 _num(get(p, "dense_gap", "fnr_gap"), reason="undefined"),
                 _num(get(p, "dense_gap", "fpr_gap"), reason="undefined"),
@@ -665,6 +694,7 @@ def _forecast(report: Mapping[str, Any]) -> tuple[Table, Table | None, dict[str,
             "sparsity": at,
             "direction": fmt_pct(agreement.get("direction_hit_rate"), reason="no defined pairs"),
             "risk": fmt_pct(agreement.get("risk_hit_rate"), reason="no defined pairs"),
+            "interval": fmt_pct(agreement.get("interval_coverage"), reason="no intervals"),
             "note": DIRECTION_NOTE,
         }
         table = Table(
@@ -674,8 +704,10 @@ def _forecast(report: Mapping[str, Any]) -> tuple[Table, Table | None, dict[str,
                 Col("target"),
                 Col("group"),
                 Col("metric"),
-                Col("predicted Δ", "num"),
+                Col("forecast Δ", "num"),
+                Col("forecast interval", "num"),
                 Col("measured Δ", "num"),
+                Col("in interval"),
                 Col("direction hit"),
                 Col("predicted risk"),
                 Col("measured risk"),
@@ -690,8 +722,10 @@ def _forecast(report: Mapping[str, Any]) -> tuple[Table, Table | None, dict[str,
                     _text(a.get("target")),
                     _text(a.get("group")),
                     _text(a.get("metric")),
-                    _signed(a.get("predicted_delta")),
+                    _signed(a.get("predicted_delta"), reason="not estimable"),
+                    _interval(a.get("predicted_interval")),
                     _signed(a.get("measured_delta"), reason="undefined"),
+                    _hit(a.get("interval_hit")),
                     _hit(a.get("direction_hit")),
                     _text(a.get("predicted_risk")),
                     _text(a.get("measured_risk")),
@@ -1031,6 +1065,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         "top_cards": top_cards,
         "susceptible": susceptible,
         "forecast": plain.get("forecast") or {},
+        "forecast_benchmark": forecast_benchmark_lines(plain.get("forecast")),
         "forecast_pairs": forecast_pairs,
         "agreement": agreement,
         "agreement_summary": agreement_summary,

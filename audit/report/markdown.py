@@ -24,6 +24,7 @@ from audit.report._format import (
     fmt_settle,
     fmt_signed,
     fmt_sparsity,
+    forecast_benchmark_lines,
     get,
     is_number,
     levels,
@@ -327,9 +328,15 @@ def _forecast(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
         if isinstance(a, Mapping)
     }
     level = next((lv for lv in levels(report) if is_number(at) and lv.get("sparsity") == at), None)
-    lines = [f"### Forecast: {_cell(fc.get('verdict') or na('not in report'))} risk", ""]
+    target = fc.get("target_sparsity")
+    head = f"### Forecast: {_cell(fc.get('verdict') or na('not in report'))} risk"
+    head += f" at sparsity {fmt_sparsity(target)}" if is_number(target) else ""
+    lines = [head, ""]
     if fc.get("rule"):
         lines += [f"Rule: {md_escape(fc['rule'])}", ""]
+    bench = forecast_benchmark_lines(fc)
+    if bench:
+        lines += [*(f"- {md_escape(b)}" for b in bench), ""]
     items = [
         (p, metric, pred)
         for p in fc.get("pairs") or []
@@ -342,23 +349,32 @@ def _forecast(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
         t, g = p.get("target"), p.get("group")
         a = measured.get((t, g, metric))
         if report.get("validation") is None:
-            meas, mrisk, dhit, rhit = na("not validated"), "—", "—", "—"
+            meas, inside, dhit, rhit = na("not validated"), "—", "—", "—"
         elif a is None:
-            meas, mrisk, dhit, rhit = na("not graded"), "—", "—", "—"
+            meas, inside, dhit, rhit = na("not graded"), "—", "—", "—"
         else:
             d = get(level, "delta", "default", t, "by_group", g, metric)
             ci = fmt_ci(get(d, "ci")) if is_number(a.get("measured_delta")) else ""
             meas = fmt_signed(a.get("measured_delta"), reason=get(d, "reason"))
             meas += f" {ci}" if ci else ""
-            mrisk = _or_dash(a.get("measured_risk"))
+            inside = _hit(a.get("interval_hit"))
             dhit, rhit = _hit(a.get("direction_hit")), _hit(a.get("risk_hit"))
+        iv = get(p, "interval", metric)
+        forecast_text = fmt_signed(pred, reason="not estimable")
+        forecast_text += f" {fmt_ci(iv)}" if is_number(pred) and iv else ""
+        per_s = [
+            f"{fmt_sparsity(b.get('sparsity'))}: {fmt_signed(get(b, 'predicted_delta', metric))}"
+            for b in p.get("by_sparsity") or []
+            if isinstance(b, Mapping)
+        ]
         return [
             f"{_cell(t)} × {_cell(g)}",
             _cell(str(metric).replace("_", " ")),
-            fmt_signed(pred),
+            _cell(forecast_text),
+            _cell(", ".join(per_s) or "—"),
             _cell(p.get("risk")),
             _cell(meas),
-            mrisk,
+            inside,
             dhit,
             rhit,
             _cell(p.get("reason") or ""),
@@ -367,16 +383,17 @@ def _forecast(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
     header = [
         "pair",
         "metric",
-        "predicted Δ",
+        f"forecast Δ [interval] @ {fmt_sparsity(target)}" if is_number(target) else "forecast Δ",
+        "forecast per sparsity",
         "risk",
         f"measured Δ @ {fmt_sparsity(at)}" if is_number(at) else "measured Δ",
-        "measured risk",
+        "in interval",
         "direction hit",
         "risk hit",
         "why",
     ]
     if items:
-        lines += _table(header, items, row, max_rows, right=(2, 4), what="forecast rows")
+        lines += _table(header, items, row, max_rows, right=(2, 5), what="forecast rows")
     else:
         lines.append("The forecast lists no pairs.")
     return lines
@@ -394,9 +411,20 @@ def _grading(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
     if isinstance(agreement, Mapping) and agreement:
         lines += [
             f"At sparsity {fmt_sparsity(agreement.get('sparsity'))}: direction hit rate "
-            f"{fmt_pct(agreement.get('direction_hit_rate'), reason='no defined pairs')}, risk "
+            f"{fmt_pct(agreement.get('direction_hit_rate'), reason='no defined pairs')}, "
+            "forecast interval held the measured Δ in "
+            f"{fmt_pct(agreement.get('interval_coverage'), reason='no intervals')}, risk "
             f"hit rate {fmt_pct(agreement.get('risk_hit_rate'), reason='no defined pairs')}. "
             f"{DIRECTION_NOTE}",
+            "",
+        ]
+    bench = forecast_benchmark_lines(report.get("forecast"))
+    if bench:
+        lines += [
+            "The rule in use, on the forecast benchmark (one audit cannot say whether a rule "
+            "is any good):",
+            "",
+            *(f"- {md_escape(b)}" for b in bench),
             "",
         ]
     items = [

@@ -1,0 +1,117 @@
+"""The forecast benchmark's scorer on a hand-checked fixture, and one tiny real case."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "forecast"
+sys.path.insert(0, str(BENCH))
+
+import scoring  # noqa: E402
+
+
+def _row(case: str, forecast: float, value: float, lo: float, *, risk: str = "low",
+         planted: bool | None = False, s: float = 0.9) -> dict:
+    m = {"value": value, "ci": [lo, value + 0.05]}
+    return {
+        "case": case,
+        "sparsity": s,
+        "planted": planted,
+        "measured": {"fnr_gap": m, "fpr_gap": {"value": None, "ci": None},
+                     "bias_amplification": {"value": value, "ci": None}},
+        "forecast": {"r": {"fnr_gap": forecast}},
+        "risk": {"r": risk},
+        "interval": {"fnr_gap": [forecast - 0.05, forecast + 0.05]},
+    }
+
+
+# forecast   0.10   0.05   0.00  -0.02
+# measured   0.20   0.01   0.03  -0.05   (ranks 4, 2, 3, 1)
+# CI low     0.05  -0.01   0.025 -0.10   → events: yes, no, yes, no
+ROWS = [
+    _row("a", 0.10, 0.20, 0.05, risk="high", planted=True),
+    _row("a", 0.05, 0.01, -0.01, risk="medium"),
+    _row("b", 0.00, 0.03, 0.025, risk="low", planted=None),
+    _row("b", -0.02, -0.05, -0.10, risk="low"),
+]
+
+
+def test_event_definition() -> None:
+    assert scoring.is_event({"value": 0.1, "ci": [0.021, 0.2]}) is True
+    assert scoring.is_event({"value": 0.1, "ci": [0.02, 0.2]}) is False  # strictly above
+    assert scoring.is_event({"value": None, "ci": None}) is None
+    assert scoring.is_event({"value": 0.1, "ci": None}) is None
+
+
+def test_spearman_and_auroc_hand_checked() -> None:
+    out = scoring.score_rule(ROWS, "r", (0.9,), n_boot=200, seed=0)["fnr_gap"]["0.9"]
+    # ranks (4, 3, 2, 1) vs (4, 2, 3, 1): Σd² = 2 → ρ = 1 − 6·2 / (4·15) = 0.8
+    assert out["spearman"] == pytest.approx(0.8)
+    # events score {.10, .00}, non-events {.05, −.02}: 3 of 4 ordered pairs right
+    assert out["auroc"] == pytest.approx(0.75)
+    assert out["n"] == 4 and out["events"] == 2
+    # the case bootstrap's interval holds resampled values of the statistic
+    lo, hi = out["auroc_ci"]
+    assert 0.0 <= lo <= hi <= 1.0
+    # no forecast for the FPR gap in these rows: nothing is scored, nothing invented
+    assert scoring.score_rule(ROWS, "r", (0.9,), n_boot=10)["fpr_gap"] == {}
+
+
+def test_case_bootstrap_keeps_cases_together() -> None:
+    # With one case only, every resample is that case: a degenerate interval at its value.
+    one = [("a", 0.1, 0.2, True), ("a", 0.0, 0.0, False)]
+    ci = scoring.case_bootstrap(one, lambda it: float(len(it)), n_boot=50, seed=1)
+    assert ci == [2.0, 2.0]
+
+
+def test_risk_table_and_coverage() -> None:
+    t = scoring.risk_table(ROWS, "r", (0.9,))["0.9"]
+    assert t["high"] == {"pairs": 1, "events": 1, "event_rate": 1.0}
+    assert t["medium"] == {"pairs": 1, "events": 0, "event_rate": 0.0}
+    assert t["low"] == {"pairs": 2, "events": 1, "event_rate": 0.5}
+    cov = scoring.coverage(ROWS, (0.9,))["fnr_gap"]["0.9"]
+    # |measured − forecast| = .10, .04, .03, .03: the interval ±.05 holds the last three
+    assert cov == {"n": 4, "coverage": 0.75}
+
+
+def test_planted_separation_leaves_out_intersections() -> None:
+    out = scoring.planted_separation(ROWS, lambda r: r["forecast"]["r"]["fnr_gap"], 0.9)
+    # planted .10 vs unplanted {.05, −.02} (row 3, planted=None, is left out)
+    assert out == {"auroc": 1.0, "planted": 1, "ranked_first": 1}
+
+
+@pytest.mark.slow
+def test_one_tiny_real_case_scores_with_the_tools_own_deltas(tmp_path: Path) -> None:
+    """Build one small digits case with run_audit, then score it: the scorer's recomputed
+    Δ must be the tool's reported Δ, and every figure must come out defined."""
+    import corpus
+    import score
+
+    from audit import forecast as F
+
+    spec = corpus.CaseSpec("digits-strong-even-thick-cnn-s0-bn", "digits", "cnn", "strong",
+                           "even", "thick", 0, "bn")
+    entry = corpus.build_case(spec, root=tmp_path, quick=True)
+    case = corpus.load_case(spec, root=tmp_path)
+    rows = score.case_rows(case, F.load_model())
+    report = json.loads((entry / "audit" / "report.json").read_text())
+    assert len(rows) == 3 * 3 * len(corpus.SPARSITIES)  # 3 targets × 3 keys × levels
+    for r in rows:
+        lv = next(lv for lv in report["validation"]["levels"] if lv["sparsity"] == r["sparsity"])
+        for m in scoring.METRICS:
+            reported = lv["delta"]["default"][r["target"]]["by_group"][r["group"]][m]
+            if reported["value"] is None:
+                assert r["measured"][m]["value"] is None
+                continue
+            assert r["measured"][m]["value"] == pytest.approx(reported["value"], abs=1e-12)
+            assert r["measured"][m]["ci"] == pytest.approx(reported["ci"], abs=1e-12)
+    planted = [r for r in rows if r["planted"]]
+    assert {(r["target"], r["group"]) for r in planted} == {("even", "thick")}
+    assert all(np.isfinite(r["forecast"]["fitted"]["fnr_gap"]) for r in rows)
+    res = score.score_part(rows, [score._susceptibility(case)])
+    assert res["cases"] == 1 and res["pairs"] == 9
