@@ -25,7 +25,7 @@ import torch
 from audit import criteria, forecast, gate, inference, pruning, validate
 from audit import metrics as M
 from audit._version import __version__
-from audit.config import AuditConfig
+from audit.config import DEFAULT_SPARSITIES, AuditConfig
 from audit.data import Dataset, ImageCache, build_image_cache, default_image_size, load_dataset
 from audit.errors import AuditError, CheckpointError, DataError, UsageError
 from audit.model_io import LoadedModel, load_model, save_checkpoint
@@ -488,8 +488,9 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                     dense_probs,
                     thresholds[cfg.policy.thresholds],
                     dense["interdependence"],
-                    # Per audited sparsity; with --no-validate per requested sparsity.
-                    sparsities=tuple(cfg.sparsities),
+                    # Per requested sparsity (the audited ones; with --no-validate the
+                    # ones that would be audited), plus the policy's target.
+                    sparsities=_forecast_sparsities(cfg),
                     target_sparsity=cfg.policy.target_sparsity,
                     recovery=cfg.recovery,
                 )
@@ -743,6 +744,13 @@ def _save_pruned(
         task=sel.task,
         preprocess={k: pre[k] for k in ("image_size", "mean", "std")},
     )
+
+
+def _forecast_sparsities(cfg: AuditConfig) -> tuple[float, ...]:
+    fixed = pruning.get_method(cfg.method).fixed_sparsity
+    if fixed is not None:
+        return (round(fixed, 6),)
+    return tuple(cfg.sparsities or DEFAULT_SPARSITIES)
 
 
 def _check_prunable(cfg: AuditConfig, lm: LoadedModel) -> None:

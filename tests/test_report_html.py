@@ -180,7 +180,8 @@ def test_tables_are_sortable_with_numeric_keys(html: str) -> None:
 
 def test_forecast_and_grading_sections(html: str, report: dict) -> None:
     assert report["forecast"]["rule"] in html
-    assert "direction hit rate <b>50.0%</b>, risk hit rate <b>62.5%</b>" in html
+    assert "direction hit rate <b>50.0%</b>, forecast interval held the measured Δ in" in html
+    assert "risk hit rate <b>62.5%</b>" in html
 
 
 def test_forecast_only_report_renders_without_validation(report: dict) -> None:

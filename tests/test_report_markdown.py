@@ -283,7 +283,7 @@ def test_forecast_section_shows_intervals_per_sparsity_and_benchmark(report: dic
     fc = md.split("### Forecast: high risk at sparsity 0.9")[1].split("### Forecast grading")[0]
     row = next(r for r in fc.splitlines() if r.startswith("| Blond\\_Hair × Male | fnr gap"))
     cells = [c.strip() for c in CELL_SPLIT.split(row)[1:-1]]
-    assert cells[2] == "+0.205 [0.155, 0.305]"
+    assert cells[2] == "+0.205 \\[0.155, 0.305\\]"  # brackets escaped for Markdown
     assert cells[3] == "0.8: +0.103, 0.9: +0.205, 0.95: +0.411"
     assert "held-out part of the forecast benchmark" in fc
     assert "Risk levels at 0.9 — share with an event: high:" in fc
