@@ -287,6 +287,13 @@ def check(
             help="Architecture for a raw state_dict: torchvision:NAME or package.module:factory."
         ),
     ] = None,
+    ignore_output_names: Annotated[
+        bool,
+        typer.Option(
+            help="Map --target columns to model outputs by position even where the checkpoint "
+            "names its outputs differently."
+        ),
+    ] = False,
     trust_checkpoint: Annotated[
         bool,
         typer.Option(help="Allow loading a fully pickled nn.Module (executes code from the file)."),
@@ -429,6 +436,7 @@ def check(
             train_split=train_split,
             arch=arch,
             trust_checkpoint=trust_checkpoint,
+            ignore_output_names=ignore_output_names,
             task=task,  # type: ignore[arg-type]
             sparsities=_floats(sparsity, "--sparsity"),
             method=method,

@@ -229,6 +229,7 @@ class AuditConfig:
     train_split: str | None = None
     arch: str | None = None
     trust_checkpoint: bool = False
+    ignore_output_names: bool = False
     task: Task | None = None
     sparsities: tuple[float, ...] | None = None
     method: str = "global"

@@ -123,9 +123,29 @@ def _choose_columns(
             f"{', '.join(available)}). The {ds.layout} layout has no default group column."
         )
     check(groups, "--group")
+    # When the checkpoint names its outputs, they are the targets: matching other columns by
+    # position would score each output against the wrong labels, silently.
+    named = bool(lm.outputs) and lm.task != "multiclass" and not cfg.ignore_output_names
     if cfg.targets:
         targets = tuple(cfg.targets)
-    elif lm.outputs and lm.task != "multiclass" and all(o in ds.columns for o in lm.outputs):
+        # A different count is reported below, with the output names.
+        if named and len(targets) == len(lm.outputs) and targets != tuple(lm.outputs):
+            raise DataError(
+                f"--target {', '.join(targets)} contradicts the output names recorded in "
+                f"{str(cfg.model)!r} ({', '.join(lm.outputs)}, in output order); output i is "
+                "scored against target i. Pass the targets in the checkpoint's order (or drop "
+                "--target), or add --ignore-output-names if this order is intended."
+            )
+    elif named:
+        missing = [o for o in lm.outputs if o not in ds.columns]
+        if missing:
+            raise DataError(
+                f"The checkpoint {str(cfg.model)!r} names its outputs {', '.join(lm.outputs)}, "
+                f"but the {ds.layout} dataset at {str(ds.root)!r} has no column(s) "
+                f"{', '.join(map(repr, missing))} (columns: {', '.join(available)}). Rename the "
+                "label columns to the output names, or pass --target COL once per output in "
+                "output order with --ignore-output-names."
+            )
         targets = tuple(lm.outputs)
     else:
         targets = tuple(t for t in ds.default_targets if t not in groups) or tuple(

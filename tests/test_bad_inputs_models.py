@@ -94,3 +94,36 @@ def test_state_dict_shapes_do_not_fit_arch(
         r"weights in '.*sd\.pt' do not fit architecture 'tests\.conftest:tiny_net'.*conv\.weight"
         r".*Check that --arch",
     )
+
+
+# ---------------------------------------------------------------------------- output names
+def test_target_order_contradicting_output_names(
+    tiny_audit_inputs: tuple[Path, Path, torch.nn.Module], tmp_path: Path
+) -> None:
+    ckpt, data, _ = tiny_audit_inputs  # outputs red, green, blue
+    swapped = ["-t", "green", "-t", "red", "-t", "blue"]
+    _refused(
+        check_args(ckpt, data, tmp_path / "out", *swapped),
+        r"--target green, red, blue contradicts the output names recorded in .*model\.pt.*"
+        r"\(red, green, blue, in output order\).*--ignore-output-names",
+    )
+    res = runner.invoke(app, check_args(ckpt, data, tmp_path / "ok", *swapped,
+                                        "--ignore-output-names", "--no-validate"))  # fmt: skip
+    assert res.exit_code in (0, 1), res.output
+
+
+def test_output_names_missing_from_the_data(
+    tiny_audit_inputs: tuple[Path, Path, torch.nn.Module], tmp_path: Path
+) -> None:
+    from audit import save_checkpoint
+
+    _, data, model = tiny_audit_inputs
+    path = save_checkpoint(
+        tmp_path / "named.pt", model, arch="tests.conftest:tiny_net", outputs=["red", "B", "Zed"],
+        task="multilabel", preprocess={"image_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3},
+    )  # fmt: skip
+    _refused(
+        check_args(path, data, tmp_path / "out"),
+        r"names its outputs red, B, Zed, but the npz dataset .* has no column\(s\) 'B', 'Zed'.*"
+        r"Rename the label columns.*--ignore-output-names",
+    )
