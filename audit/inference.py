@@ -23,8 +23,11 @@ Speed (SPEC §9), and why each step is safe:
   shares every other module with it; the folded graph is checked against the model on two
   images and dropped if it differs or cannot be traced.
 
-Under ``torchrun`` every rank runs the same code on a contiguous shard of the rows, and the
-shards are all-gathered in order, so every rank returns the array a single process would.
+Under ``torchrun`` every rank holds (and decodes) only a contiguous shard of the rows, a
+:class:`Shard`; a pass runs each rank on its own rows and all-gathers the outputs in rank
+order, so every rank returns the array a single process would. BN recalibration keeps each
+batch of the single-process order, every rank forwarding the part of it that it holds, with
+every BatchNorm layer's batch statistics all-reduced (:func:`sync_batchnorm`).
 """
 
 from __future__ import annotations
@@ -144,6 +147,77 @@ class Dist:
         return slice(start, start + base + (1 if self.rank < extra else 0))
 
 
+@dataclass(frozen=True, eq=False)
+class Shard:
+    """The rows of a data set that this rank holds, when its rows are split over the ranks.
+
+    Rank ``r`` holds the global rows ``offset .. offset + counts[r] - 1``, in order, so the
+    concatenation of every rank's rows in rank order is the whole set (what one process
+    would hold). Passes over a shard run each rank on its own rows only.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        uint8 ``(counts[rank], 3, S, S)`` on CPU: this rank's rows.
+    counts : tuple of int
+        Rows held by every rank, in rank order.
+    rank : int
+        This rank.
+    """
+
+    images: torch.Tensor
+    counts: tuple[int, ...]
+    rank: int = 0
+
+    def __post_init__(self) -> None:
+        if self.images.shape[0] != self.counts[self.rank]:
+            raise ValueError(
+                f"rank {self.rank} holds {self.images.shape[0]} rows but counts say "
+                f"{self.counts[self.rank]}"
+            )
+
+    @property
+    def n(self) -> int:
+        """Rows over all ranks."""
+        return int(sum(self.counts))
+
+    @property
+    def offset(self) -> int:
+        """Global index of this rank's first row."""
+        return int(sum(self.counts[: self.rank]))
+
+
+def make_shard(images: torch.Tensor, dist_ctx: Dist) -> Shard:
+    """Wrap this rank's rows as a :class:`Shard`, learning every rank's row count.
+
+    A collective under torchrun: every rank must call it, in the same order.
+    """
+    counts = all_gather_object(int(images.shape[0]), dist_ctx)
+    return Shard(images=images, counts=tuple(int(c) for c in counts), rank=dist_ctx.rank)
+
+
+def all_gather_object(obj: object, dist_ctx: Dist) -> list[object]:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` without torchrun."""
+    if dist_ctx.world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[object] = [None] * dist_ctx.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _agree(flag: bool, dist_ctx: Dist) -> bool:
+    """True only when ``flag`` is True on every rank (identity without torchrun)."""
+    if dist_ctx.world == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if flag else 0], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
 def init_distributed(device: torch.device) -> Dist:
     """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1).
 
@@ -171,6 +245,7 @@ def shutdown_distributed() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _SYNC_GROUP.clear()  # destroyed with the default group
 
 
 def broadcast_object(obj: object, dist_ctx: Dist) -> object:
@@ -215,30 +290,41 @@ def _comm_device(device: torch.device) -> torch.device:
     return device if device.type == "cuda" else torch.device("cpu")
 
 
-def _gather_rows(
-    local: torch.Tensor, n_total: int, dist_ctx: Dist, device: torch.device
-) -> np.ndarray:
-    """All-gather contiguous row shards into the full (n_total, K) array, in order."""
+def _gather_rows(local: torch.Tensor, counts: Sequence[int], device: torch.device) -> np.ndarray:
+    """All-gather per-rank row blocks (rank r has ``counts[r]`` rows) into one array, in order."""
     import torch.distributed as dist
 
     comm = _comm_device(device)
-    # A rank whose shard is empty (n < world) never saw an output, so agree on K first.
-    width = torch.tensor([local.shape[1]], dtype=torch.int64, device=comm)
+    # A rank whose shard is empty never saw an output, so agree on K first.
+    width = torch.tensor([local.shape[1] if local.ndim == 2 else 0], dtype=torch.int64, device=comm)
     dist.all_reduce(width, op=dist.ReduceOp.MAX)
     k = int(width.item())
-    biggest = -(-n_total // dist_ctx.world)
-    # Shards differ in length when the world does not divide n; pad to a common length so
-    # one all_gather suffices, then cut every shard back to its true length.
+    biggest = max(counts)
+    # Shards differ in length when the world does not divide n (or images were skipped);
+    # pad to a common length so one all_gather suffices, then cut each back to its length.
     padded = torch.zeros((biggest, k), dtype=torch.float32, device=comm)
     if local.shape[0]:
         padded[: local.shape[0]] = local.to(comm)
-    parts = [torch.empty_like(padded) for _ in range(dist_ctx.world)]
+    parts = [torch.empty_like(padded) for _ in counts]
     dist.all_gather(parts, padded)
-    rows = []
-    for r, part in enumerate(parts):
-        s = Dist(rank=r, world=dist_ctx.world).shard(n_total)
-        rows.append(part[: s.stop - s.start])
+    rows = [part[:c] for part, c in zip(parts, counts, strict=True)]
     return torch.cat(rows).cpu().numpy()
+
+
+def _local_rows(
+    images: torch.Tensor | Shard, dist_ctx: Dist
+) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Return this rank's rows and every rank's row count.
+
+    A :class:`Shard`'s own, or a contiguous cut of a full tensor that every rank holds.
+    """
+    if isinstance(images, Shard):
+        return images.images, images.counts
+    n = images.shape[0]
+    if dist_ctx.world == 1:
+        return images, (n,)
+    cuts = [Dist(rank=r, world=dist_ctx.world).shard(n) for r in range(dist_ctx.world)]
+    return images[cuts[dist_ctx.rank]], tuple(c.stop - c.start for c in cuts)
 
 
 # ---------------------------------------------------------------------------- runtime
@@ -325,7 +411,7 @@ def _set_layout(model: nn.Module, fmt: torch.memory_format) -> None:
 def tune_runtime(
     runtime: Runtime,
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | Shard,
     *,
     auto_batch_size: bool = True,
 ) -> Runtime:
@@ -343,8 +429,9 @@ def tune_runtime(
         The runtime to refine; ``channels_last=False`` or ``True`` is kept as given.
     model : torch.nn.Module
         The dense model, already prepared (:func:`prepare_model`).
-    images : torch.Tensor
-        uint8 ``(n, 3, S, S)`` cache; its first rows are the probe.
+    images : torch.Tensor or Shard
+        uint8 ``(n, 3, S, S)`` cache (or this rank's part of it); its first rows are the
+        probe.
     auto_batch_size : bool, default True
         False when the user chose ``--batch-size``.
 
@@ -353,16 +440,21 @@ def tune_runtime(
     Runtime
         A copy with ``channels_last`` (and maybe ``batch_size``) resolved.
     """
-    if images.shape[0] == 0:
-        return dataclasses.replace(runtime, channels_last=False)
+    if isinstance(images, Shard):
+        images = images.images
     cl = runtime.channels_last
     if cl is None:
-        cl = any(p.ndim == 4 for p in model.parameters()) and _runs_channels_last(
-            model, images[:2], runtime
+        cl = (
+            images.shape[0] > 0
+            and any(p.ndim == 4 for p in model.parameters())
+            and _runs_channels_last(model, images[:2], runtime)
         )
+    # Under torchrun each rank probes its own rows (and an empty shard probes none), so
+    # every rank takes rank 0's decision.
+    cl = bool(broadcast_object(cl, runtime.dist))
     runtime = dataclasses.replace(runtime, channels_last=cl)
     _set_layout(model, runtime.memory_format)
-    if auto_batch_size and runtime.device.type == "cuda":
+    if auto_batch_size and runtime.device.type == "cuda" and images.shape[0]:
         runtime = dataclasses.replace(runtime, batch_size=_cuda_batch_size(model, images, runtime))
     return runtime
 
@@ -461,32 +553,35 @@ def _device_batches(
 
 def predict(
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | Shard,
     runtime: Runtime,
     *,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Logits of ``model`` on every cached image, as a float32 (n, K) CPU array.
 
-    Under torchrun each rank runs its contiguous shard and the shards are all-gathered, so
-    every rank returns the same array as a single process would. On CUDA out-of-memory the
-    pass restarts with half the batch size (results do not depend on it).
+    Under torchrun each rank runs its own rows (a :class:`Shard`'s, or a contiguous cut of
+    a full tensor) and the blocks are all-gathered in rank order, so every rank returns the
+    same array as a single process would. On CUDA out-of-memory the pass restarts with half
+    the batch size (results do not depend on it).
 
     Parameters
     ----------
     model : torch.nn.Module
         A model already on ``runtime.device`` (see :func:`prepare_model`); not modified.
-    images : torch.Tensor
-        uint8 (n, 3, S, S) cache on CPU.
+    images : torch.Tensor or Shard
+        uint8 (n, 3, S, S) cache on CPU, held whole by every rank, or this rank's shard.
     runtime : Runtime
         Device, precision, batch size, layout, normalisation.
     progress : callable, optional
         Called with the number of samples newly finished (this rank's).
     """
-    n = images.shape[0]
-    shard = runtime.dist.shard(n)
-    # Every rank probes the same rows, so every rank takes the same decision.
-    net = _fold_batchnorm(model, images[:2], runtime)
+    local, counts = _local_rows(images, runtime.dist)
+    net = _fold_batchnorm(model, local[:2], runtime)
+    # Each rank checked the folded graph on its own rows: fold only where all ranks did, so
+    # every rank runs the same graph.
+    if not _agree(net is not model, runtime.dist):
+        net = model
     key = str(runtime.device)
     batch_size = min(runtime.batch_size, runtime._limits.get(key, runtime.batch_size))
     reported = 0
@@ -500,7 +595,7 @@ def predict(
 
     while True:
         try:
-            local = _forward_rows(net, images, shard, runtime, batch_size, advance)
+            out = _forward_rows(net, local, slice(0, local.shape[0]), runtime, batch_size, advance)
             break
         except torch.OutOfMemoryError:
             if runtime.device.type != "cuda" or batch_size <= 1:
@@ -510,8 +605,8 @@ def predict(
         batch_size //= 2
         runtime._limits[key] = batch_size
     if runtime.dist.world > 1:
-        return _gather_rows(local, n, runtime.dist, runtime.device)
-    return local.cpu().numpy()
+        return _gather_rows(out, counts, runtime.device)
+    return out.cpu().numpy()
 
 
 def _forward_rows(
@@ -624,38 +719,189 @@ def _same_outputs(a: nn.Module, b: nn.Module, probe: torch.Tensor, runtime: Runt
 
 
 def input_batches(
-    images: torch.Tensor,
+    images: torch.Tensor | Shard,
     runtime: Runtime,
     *,
     seed: int = 0,
     max_samples: int | None = CALIB_MAX_SAMPLES,
+    whole: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Normalised calibration batches on the device, for BN recalibration.
 
     A seeded random order (so no batch is, say, one class of a sorted split), at most
     ``max_samples`` samples, cut into ``ceil(m / calib_batch_size)`` batches whose sizes
     differ by at most one (BN recalibration weighs every batch equally, so no tiny last
-    batch). Every rank gets the same batches.
+    batch). Given a full tensor, every rank gets the same batches; given a :class:`Shard`,
+    the order and the batches are those of the whole set and each rank gets, per batch, the
+    rows of it that it holds (possibly none), which :func:`sync_batchnorm` turns into one
+    process's statistics, or with ``whole=True`` every batch whole, all-gathered from the
+    ranks that hold its rows (for models that cannot sync their statistics).
 
     Parameters
     ----------
-    images : torch.Tensor
-        uint8 (n, 3, S, S) calibration images.
+    images : torch.Tensor or Shard
+        uint8 (n, 3, S, S) calibration images, or this rank's shard of them.
     runtime : Runtime
         Device, layout, normalisation and ``calib_batch_size``.
     seed : int, default 0
         Seeds the order and the subset.
     max_samples : int or None, default ``CALIB_MAX_SAMPLES``
         Cap on the samples used; None uses all.
+    whole : bool, default False
+        For a :class:`Shard` under torchrun: gather every batch whole on every rank.
     """
-    n = images.shape[0]
+    if whole and isinstance(images, Shard) and runtime.dist.world > 1:
+        order = _calibration_order(images.n, runtime, seed=seed, max_samples=max_samples)
+        yield from _gathered_batches(images, order, runtime)
+        return
+    pieces = _calibration_pieces(images, runtime, seed=seed, max_samples=max_samples)
+    local = images.images if isinstance(images, Shard) else images
+    yield from _device_batches(local, pieces, runtime, 0)
+
+
+def _calibration_order(
+    n: int, runtime: Runtime, *, seed: int, max_samples: int | None
+) -> list[np.ndarray]:
+    """The single-process calibration batches, as arrays of row numbers of the whole set."""
     order = np.random.default_rng(seed).permutation(n)
     if max_samples is not None:
         order = order[:max_samples]
     if len(order) == 0:
-        return
+        return []
     n_batches = -(-len(order) // runtime.calib_batch_size)
-    yield from _device_batches(images, np.array_split(order, n_batches), runtime, 0)
+    return np.array_split(order, n_batches)
+
+
+def _calibration_pieces(
+    images: torch.Tensor | Shard, runtime: Runtime, *, seed: int, max_samples: int | None
+) -> list[np.ndarray]:
+    """Per batch, the local row indices this rank feeds (see :func:`input_batches`)."""
+    if not isinstance(images, Shard):
+        return _calibration_order(images.shape[0], runtime, seed=seed, max_samples=max_samples)
+    batches = _calibration_order(images.n, runtime, seed=seed, max_samples=max_samples)
+    lo, hi = images.offset, images.offset + images.images.shape[0]
+    return [b[(b >= lo) & (b < hi)] - lo for b in batches]
+
+
+def batchnorm_syncable(model: nn.Module) -> bool:
+    """Whether every running statistic of ``model`` lives in an eager BatchNorm layer.
+
+    Those layers can all-reduce their batch statistics (:func:`sync_batchnorm`); a model
+    whose statistics live elsewhere (TorchScript, InstanceNorm) gets whole batches instead
+    (``input_batches(..., whole=True)``).
+    """
+    if isinstance(model, torch.jit.ScriptModule):
+        return False
+    norms = {id(m) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    owners = dict(model.named_modules())
+    return all(
+        id(owners.get(name.rpartition(".")[0])) in norms
+        for name, _ in model.named_buffers()
+        if name.rpartition(".")[2] == "running_mean"
+    )
+
+
+_SYNC_GROUP: list[object] = []
+
+
+def sync_batchnorm(model: nn.Module, runtime: Runtime) -> None:
+    """Make ``model``'s BatchNorm layers all-reduce their train-mode batch statistics.
+
+    Under torchrun, for BN recalibration on a :class:`Shard`: each rank forwards only its
+    part of every batch of the single-process order (:func:`input_batches`), and every
+    eager BatchNorm layer in train mode all-reduces per-channel sum, sum of squares and
+    count (float64) before normalising and updating its running statistics, so they are
+    those of the whole batch, as SyncBatchNorm computes them (which refuses CPU tensors).
+    In eval mode the layers run as before. In place, for a pruned copy; a no-op without
+    torchrun or for a model that is not :func:`batchnorm_syncable`.
+    """
+    if runtime.dist.world == 1 or not batchnorm_syncable(model):
+        return
+    import torch.distributed as dist
+
+    if not _SYNC_GROUP:
+        # Its own group, so these collectives never interleave with others in flight.
+        _SYNC_GROUP.append(dist.new_group(backend="gloo" if runtime.device.type == "cpu" else None))
+    comm = _comm_device(runtime.device)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and "forward" not in vars(m):
+            m.forward = _synced_forward(m, _SYNC_GROUP[0], comm)  # type: ignore[method-assign]
+
+
+def _synced_forward(
+    bn: nn.modules.batchnorm._BatchNorm, group: object, comm: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``bn``'s forward with its train-mode batch statistics all-reduced over ``group``."""
+    import torch.distributed as dist
+
+    plain = type(bn).forward.__get__(bn)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if not bn.training:
+            return plain(x)
+        c = x.shape[1]
+        dims = [0, *range(2, x.ndim)]
+        x64 = x.detach().double()
+        stats = torch.cat(
+            [
+                x64.sum(dims),
+                (x64 * x64).sum(dims),
+                torch.tensor([x.numel() / c if c else 0.0], dtype=torch.float64, device=x.device),
+            ]
+        ).to(comm)
+        dist.all_reduce(stats, group=group)
+        stats = stats.to(x.device)
+        total, squares, count = stats[:c], stats[c : 2 * c], stats[2 * c]
+        if count < 2:
+            raise ValueError(
+                "BatchNorm recalibration needs more than one value per channel in every batch; "
+                f"this batch has {int(count)} over all ranks"
+            )
+        mean = total / count
+        var = (squares / count - mean * mean).clamp_min_(0.0)
+        if bn.track_running_stats and bn.running_mean is not None:
+            # What F.batch_norm does in train mode: cumulative average for momentum=None,
+            # and the unbiased variance in the running estimate.
+            bn.num_batches_tracked.add_(1)
+            factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+            unbiased = var * (count / (count - 1))
+            bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
+            bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        scale = torch.rsqrt(var + bn.eps)
+        if bn.affine:
+            shift = bn.bias.double() - mean * scale * bn.weight.double()
+            scale = scale * bn.weight.double()
+        else:
+            shift = -mean * scale
+        return x * scale.to(x.dtype).view(shape) + shift.to(x.dtype).view(shape)
+
+    return forward
+
+
+def _gathered_batches(
+    images: Shard, batches: list[np.ndarray], runtime: Runtime
+) -> Iterator[torch.Tensor]:
+    """Every batch whole on every rank, its rows all-gathered from the ranks holding them."""
+    import torch.distributed as dist
+
+    comm = _comm_device(runtime.device)
+    norm = runtime.normaliser()
+    bounds = np.cumsum([0, *images.counts])
+    for b in batches:
+        masks = [(b >= bounds[r]) & (b < bounds[r + 1]) for r in range(len(images.counts))]
+        mine = b[masks[images.rank]] - images.offset
+        rows = images.images.index_select(0, torch.from_numpy(mine.astype(np.int64)))
+        sizes = [int(m.sum()) for m in masks]
+        padded = torch.zeros((max(sizes), *images.images.shape[1:]), dtype=torch.uint8, device=comm)
+        padded[: rows.shape[0]] = rows.to(comm)
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        got = torch.cat([p[:k] for p, k in zip(parts, sizes, strict=True)])
+        # Rank order -> the batch's own (seeded) order, as one process feeds it.
+        where = np.concatenate([np.flatnonzero(m) for m in masks])
+        got = got[torch.from_numpy(np.argsort(where, kind="stable"))]
+        yield norm(got.to(runtime.device))
 
 
 def training_batches(

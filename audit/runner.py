@@ -13,7 +13,10 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import io
+import json
+import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,8 +254,11 @@ def _select(cfg: AuditConfig, ds: Dataset, lm: LoadedModel) -> Selection:
             + ": thresholds and BatchNorm statistics would be fitted on the very images they "
             "are judged on, which hides what pruning does. Pass a different --calib-split, or "
             "omit it to hold out a seeded 20% of the evaluation split"
-            + (" (or pass --split to evaluate on one split, not all samples)." if eval_name ==
-               "all" else ".")
+            + (
+                " (or pass --split to evaluate on one split, not all samples)."
+                if eval_name == "all"
+                else "."
+            )
         )
     if cfg.train_split:
         train_name, train_idx = cfg.train_split, split_idx(cfg.train_split, "--train-split")
@@ -331,10 +337,10 @@ def _preprocess(cfg: AuditConfig, ds: Dataset, lm: LoadedModel) -> dict[str, Any
     }
 
 
-def _thumbnail(images: torch.Tensor, row: int, size: int = 64) -> str:
+def _thumbnail(image: torch.Tensor, size: int = 64) -> str:
     from PIL import Image
 
-    arr = images[row].permute(1, 2, 0).numpy()
+    arr = image.permute(1, 2, 0).numpy()
     img = Image.fromarray(np.ascontiguousarray(arr))
     if img.size[0] < size:
         img = img.resize((size, size), Image.Resampling.NEAREST)
@@ -343,6 +349,106 @@ def _thumbnail(images: torch.Tensor, row: int, size: int = 64) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------------------- decoding
+#: When set, every rank writes ``rank-<r>.json`` into this folder at the end of a successful
+#: run: the rows it decoded per purpose, the seconds that took, the bytes of its caches and
+#: its peak RSS. Diagnostics for tests and ``benchmarks/bench_scale.py``.
+STATS_DIR_ENV = "PRUNE_AUDIT_STATS_DIR"
+
+
+@dataclass
+class _Decoder:
+    """Decodes this rank's images into caches and keeps count of what it decoded."""
+
+    ds: Dataset
+    image_size: int
+    cfg: AuditConfig
+    dist: inference.Dist
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def decode(
+        self,
+        purpose: str,
+        indices: np.ndarray,
+        advance: Callable[[int], None] | None = None,
+        *,
+        skip_bad: bool | None = None,
+    ) -> ImageCache:
+        """Decode ``indices`` (dataset rows) into a cache, recording rows, time and bytes."""
+        start = time.perf_counter()
+        cache = build_image_cache(
+            self.ds,
+            indices,
+            image_size=self.image_size,
+            skip_bad=self.cfg.skip_bad_images if skip_bad is None else skip_bad,
+            workers=self.cfg.workers,
+            progress=advance,
+        )
+        self.records.append(
+            {
+                "purpose": purpose,
+                "rows": int(len(indices)),
+                "seconds": time.perf_counter() - start,
+                "cache_bytes": int(cache.images.numel()),
+                "memmap": cache.file is not None,
+            }
+        )
+        return cache
+
+    def rows(
+        self, images: inference.Shard, idx: np.ndarray, rows: list[int]
+    ) -> dict[int, torch.Tensor]:
+        """Images of global evaluation rows: this rank's own, or decoded (other ranks' rows)."""
+        lo, hi = images.offset, images.offset + images.images.shape[0]
+        out = {r: images.images[r - lo] for r in rows if lo <= r < hi}
+        missing = [r for r in rows if r not in out]
+        if missing:
+            # These rows decoded once already (on the rank that holds them), so no skipping.
+            with self.decode("thumbnails", idx[missing], skip_bad=False) as extra:
+                for k, r in enumerate(missing):
+                    out[r] = extra.images[k].clone()
+        return out
+
+    def write_stats(self) -> None:
+        """Write this rank's decoding record when ``$PRUNE_AUDIT_STATS_DIR`` is set."""
+        where = os.environ.get(STATS_DIR_ENV)
+        if not where:
+            return
+        try:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        except (ImportError, OSError):
+            peak = None
+        folder = Path(where)
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {
+            "rank": self.dist.rank,
+            "world_size": self.dist.world,
+            "decoded_rows": sum(r["rows"] for r in self.records),
+            "decode_seconds": sum(r["seconds"] for r in self.records),
+            "cache_bytes": sum(r["cache_bytes"] for r in self.records),
+            "peak_rss_bytes": peak,
+            "decodes": self.records,
+        }
+        (folder / f"rank-{self.dist.rank}.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _split_blocks(
+    eval_counts: tuple[int, ...], calib_counts: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the gathered dense pass that are evaluation / calibration rows, in order.
+
+    Rank r's block is its evaluation rows followed by its calibration rows.
+    """
+    eval_rows, calib_rows, start = [], [], 0
+    for e, c in zip(eval_counts, calib_counts, strict=True):
+        eval_rows.append(np.arange(start, start + e))
+        calib_rows.append(np.arange(start + e, start + e + c))
+        start += e + c
+    return np.concatenate(eval_rows), np.concatenate(calib_rows)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -400,48 +506,58 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             calib_batch_size=cfg.batch_size or inference.CALIB_BATCH_SIZE,
         )
 
+        decoder = _Decoder(ds, pre["image_size"], cfg, dist_ctx)
         # Decode once: evaluation and calibration images share one cache (and one dense pass).
-        both = np.concatenate([sel.eval_idx, sel.calib_idx])
-        with progress.task("Decoding images", len(both)) as advance:
-            cache = build_image_cache(
-                ds,
-                both,
-                image_size=pre["image_size"],
-                skip_bad=cfg.skip_bad_images,
-                workers=cfg.workers,
-                progress=advance,
-            )
+        # Under torchrun each rank decodes only its contiguous shard of each split.
+        mine = np.concatenate(
+            [
+                sel.eval_idx[dist_ctx.shard(len(sel.eval_idx))],
+                sel.calib_idx[dist_ctx.shard(len(sel.calib_idx))],
+            ]
+        )
+        with progress.task("Decoding images", len(mine)) as advance:
+            cache = decoder.decode("eval+calib", mine, advance)
         caches.append(cache)
-        kept = cache.indices
-        # Eval and calib indices are disjoint, and the cache keeps request order minus skips.
-        is_eval = np.isin(kept, sel.eval_idx)
-        eval_rows = np.flatnonzero(is_eval)
-        calib_rows = np.flatnonzero(~is_eval)
-        eval_idx, calib_idx = kept[eval_rows], kept[calib_rows]
+        # The cache keeps request order minus skips, so this rank's eval rows lead it.
+        n_eval_here = int(np.isin(cache.indices, sel.eval_idx).sum())
+        held = inference.all_gather_object(
+            (cache.indices[:n_eval_here], cache.indices[n_eval_here:], cache.skipped), dist_ctx
+        )
+        eval_idx = np.concatenate([h[0] for h in held]).astype(np.int64)
+        calib_idx = np.concatenate([h[1] for h in held]).astype(np.int64)
+        skipped = [item for h in held for item in h[2]]
         if len(eval_idx) == 0 or len(calib_idx) == 0:
             raise DataError(
                 "After skipping unreadable images nothing is left to evaluate or calibrate on; "
                 "fix the images or choose other splits."
             )
-        # Eval rows lead the cache, so this slice is a view (no copy of the images).
-        eval_images = cache.images[: len(eval_rows)]
-        calib_images = cache.images[len(eval_rows) :]
+        eval_counts = tuple(len(h[0]) for h in held)
+        calib_counts = tuple(len(h[1]) for h in held)
+        rank = dist_ctx.rank
+        # Views into the one cache (no copy of the images).
+        eval_images = inference.Shard(cache.images[:n_eval_here], eval_counts, rank)
+        calib_images = inference.Shard(cache.images[n_eval_here:], calib_counts, rank)
+        both = inference.Shard(
+            cache.images, tuple(e + c for e, c in zip(eval_counts, calib_counts, strict=True)), rank
+        )
 
         model = inference.prepare_model(lm.model, runtime)
         with _model_failures(cfg, pre, cache.images):
             runtime = inference.tune_runtime(
                 runtime, model, cache.images, auto_batch_size=cfg.batch_size is None
             )
-            with progress.task("Dense inference", len(kept)) as advance:
-                all_logits = inference.predict(model, cache.images, runtime, progress=advance)
+            with progress.task("Dense inference", cache.images.shape[0]) as advance:
+                all_logits = inference.predict(model, both, runtime, progress=advance)
         _check_logits(all_logits, sel, cfg)
+        # Rank r's block of the gathered logits is its eval rows, then its calib rows.
+        eval_rows, calib_rows = _split_blocks(eval_counts, calib_counts)
         eval_logits, calib_logits = all_logits[eval_rows], all_logits[calib_rows]
 
         labels = _label_matrix(ds, sel, eval_idx)
         calib_labels = _label_matrix(ds, sel, calib_idx)
         groups = _group_matrix(ds, sel, eval_idx)
         train_source = sel.train_idx if len(sel.train_idx) else calib_idx
-        warnings: list[str] = [f"skipped unreadable image {i}: {r}" for i, r in cache.skipped[:20]]
+        warnings: list[str] = [f"skipped unreadable image {i}: {r}" for i, r in skipped[:20]]
         if cfg.arch and lm.format in ("torchscript", "export", "pickle"):
             warnings.append(
                 f"--arch {cfg.arch} was ignored: {Path(cfg.model).name} is a {lm.format} model, "
@@ -524,7 +640,13 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                     item["groups"] = {
                         k.name: k.values[k.cells[i]] for k in pop.keys if "×" not in k.name
                     }
-                    item["thumbnail"] = _thumbnail(eval_images, i)
+                thumbs = decoder.rows(
+                    eval_images,
+                    eval_idx,
+                    sorted({item["index"] for item in [*susceptible, *gallery]}),
+                )
+                for item in [*susceptible, *gallery]:
+                    item["thumbnail"] = _thumbnail(thumbs[item["index"]])
         levels: list[dict[str, Any]] = []
         pruned_probs: list[np.ndarray] = []
         if cfg.validate:
@@ -536,14 +658,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             train_cache = None
             if pruning.get_recovery(cfg.recovery).needs_train_split and cfg.audit_sparsities:
                 with progress.task("Decoding train images", len(sel.train_idx)) as advance:
-                    train_cache = build_image_cache(
-                        ds,
-                        sel.train_idx,
-                        image_size=pre["image_size"],
-                        skip_bad=cfg.skip_bad_images,
-                        workers=cfg.workers,
-                        progress=advance,
-                    )
+                    train_cache = decoder.decode("train", sel.train_idx, advance)
                 caches.append(train_cache)
             run = _LevelRun(
                 cfg=cfg,
@@ -554,7 +669,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                 runtime=runtime,
                 eval_images=eval_images,
                 context=_recovery_context(
-                    cfg, sel, runtime, calib_images, train_cache, ds, progress
+                    cfg, sel, runtime, calib_images, train_cache, ds, progress, lm.model
                 ),
                 progress=progress,
                 pop=pop,
@@ -570,6 +685,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             _supplied_levels(run, levels, pruned_probs)
 
         if not dist_ctx.is_main:
+            decoder.write_stats()
             return AuditResult(report={}, passed=True, files=())
 
         validation = None
@@ -644,7 +760,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                     mode: {t: float(v) for t, v in zip(sel.targets, arr, strict=True)}
                     for mode, arr in thresholds.items()
                 },
-                "skipped_images": [{"id": i, "reason": r} for i, r in cache.skipped],
+                "skipped_images": [{"id": i, "reason": r} for i, r in skipped],
             },
             "dense": dense,
             "forecast": fc,
@@ -694,6 +810,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                 ),
                 staging=staging,
             )
+        decoder.write_stats()
         run_id, notices = _log_to_mlflow(cfg, report, files) if cfg.mlflow else (None, ())
         return AuditResult(
             report=report,
@@ -889,10 +1006,11 @@ def _recovery_context(
     cfg: AuditConfig,
     sel: Selection,
     runtime: inference.Runtime,
-    calib_images: torch.Tensor,
+    calib_images: inference.Shard,
     train_cache: ImageCache | None,
     ds: Dataset,
     progress: Progress,
+    model: torch.nn.Module,
 ) -> pruning.RecoveryContext:
     """Everything a recovery may use, built once per audit (batches stay lazy)."""
     train_batches = loss_fn = None
@@ -909,12 +1027,28 @@ def _recovery_context(
             if sel.task == "multiclass"
             else torch.nn.functional.binary_cross_entropy_with_logits
         )
-    example = next(inference.input_batches(calib_images[:2], runtime, seed=cfg.seed))
+    # Structural methods trace with it; a rank may hold no calibration row (n < world).
+    probe = calib_images.images[:2]
+    if probe.shape[0] == 0:
+        probe = torch.zeros((1, *calib_images.images.shape[1:]), dtype=torch.uint8)
+    example = next(inference.input_batches(probe, runtime, seed=cfg.seed))
+    # Under torchrun each rank holds a shard of the calibration split: pruned copies get
+    # BatchNorm layers that all-reduce their statistics, or (when the model's statistics
+    # live elsewhere) every rank gets every calibration batch whole.
+    whole = not inference.batchnorm_syncable(model)
+
+    def prepare(m: torch.nn.Module) -> torch.nn.Module:
+        m = inference.prepare_model(m, runtime)
+        inference.sync_batchnorm(m, runtime)
+        return m
+
     return pruning.RecoveryContext(
         device=runtime.device,
         exclude=tuple(cfg.exclude),
-        prepare=lambda m: inference.prepare_model(m, runtime),
-        calib_batches=lambda: inference.input_batches(calib_images, runtime, seed=cfg.seed),
+        prepare=prepare,
+        calib_batches=lambda: inference.input_batches(
+            calib_images, runtime, seed=cfg.seed, whole=whole
+        ),
         train_batches=train_batches,
         loss_fn=loss_fn,
         example_input=example,
@@ -931,7 +1065,7 @@ def _pruned_pass(
     sel: Selection,
     s: float,
     runtime: inference.Runtime,
-    eval_images: torch.Tensor,
+    eval_images: inference.Shard,
     context: pruning.RecoveryContext,
     progress: Progress,
     *,
@@ -945,7 +1079,7 @@ def _pruned_pass(
     for seed in seeds:
         pm, stats = recovery.run(lm.model, s, method, context, seed=seed)
         inference.broadcast_state(pm, runtime)
-        with progress.task(f"Inference at sparsity {s:g}", eval_images.shape[0]) as adv:
+        with progress.task(f"Inference at sparsity {s:g}", eval_images.images.shape[0]) as adv:
             logits = inference.predict(pm, eval_images, runtime, progress=adv)
         all_probs.append(criteria.probabilities(logits, sel.task))
     return pm, stats, all_probs
@@ -961,7 +1095,7 @@ class _LevelRun:
     pre: dict[str, Any]
     ds: Dataset
     runtime: inference.Runtime
-    eval_images: torch.Tensor
+    eval_images: inference.Shard
     context: pruning.RecoveryContext
     progress: Progress
     pop: criteria.Population
@@ -1054,7 +1188,8 @@ def _supplied_levels(
         _check_same_outputs(path, lm, run.lm, sel)
         model = inference.prepare_model(lm.model, run.runtime)
         inference.broadcast_state(model, run.runtime)
-        with run.progress.task(f"Inference of {path.name}", run.eval_images.shape[0]) as adv:
+        rows = run.eval_images.images.shape[0]
+        with run.progress.task(f"Inference of {path.name}", rows) as adv:
             logits = inference.predict(model, run.eval_images, run.runtime, progress=adv)
         _check_logits(logits, sel, cfg, model_path=path)
         probs = criteria.probabilities(logits, sel.task)

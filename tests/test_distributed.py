@@ -90,10 +90,21 @@ def _assert_same_outputs(ref: Path, other: Path) -> None:
     with np.load(ref / "predictions.npz") as a, np.load(other / "predictions.npz") as b:
         assert a.files == b.files
         # Shards are other batches (and torchrun sets one thread per rank): the float sums
-        # may run in another order, so floats agree within FLOAT_ATOL, the rest exactly.
+        # may run in another order (BN recalibration all-reduces its batch statistics), so
+        # floats agree within FLOAT_ATOL, the rest exactly.
         for key in a.files:
             assert_same_arrays(b[key], a[key], where=key)
+        # Decisions exactly, under both threshold modes.
+        for mode, per_target in _report(ref)["inputs"]["thresholds"].items():
+            t = np.asarray(list(per_target.values()))
+            for key in ("dense_probs", "pruned_probs"):
+                np.testing.assert_array_equal(b[key] > t, a[key] > t, err_msg=f"{key} {mode}")
     assert_same_results(_report(other), _report(ref))
+
+
+def _decoded(stats: Path, world: int) -> list[dict[str, Any]]:
+    """Each rank's record of what it decoded ($PRUNE_AUDIT_STATS_DIR)."""
+    return [json.loads((stats / f"rank-{r}.json").read_text()) for r in range(world)]
 
 
 def test_shards_cover_rows_in_order() -> None:
@@ -115,19 +126,31 @@ def test_torchrun_matches_one_process(
     args = _check_args(ckpt, data, tmp_path / "one", "0.3,0.5", *extra)
     assert _one_process(args, tmp_path, monkeypatch) == 0
 
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "audit", *_check_args(ckpt, data, tmp_path / "two", "0.3,0.5", *extra),
-    ]
-    proc = subprocess.run(
-        cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT
-    )
+    proc = _torchrun(_check_args(ckpt, data, tmp_path / "two", "0.3,0.5", *extra), tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # Only rank 0 prints the summary: each written file is listed once.
     assert proc.stdout.count("report.json") == 1, proc.stdout
     assert proc.stdout.count("predictions.npz") == 1, proc.stdout
     _assert_same_outputs(tmp_path / "one", tmp_path / "two")
     assert json.loads((tmp_path / "two" / "report.json").read_text())["inputs"]["world_size"] == 2
+    # 61 test + 60 val rows: rank 0 holds 31 + 30, rank 1 30 + 30, and decodes nothing else.
+    rank0, rank1 = _decoded(tmp_path / "stats", 2)
+    assert [d["purpose"] for d in rank1["decodes"]] == ["eval+calib"]
+    assert rank1["decoded_rows"] == 60 and rank1["cache_bytes"] == 60 * 3 * 16 * 16
+    # Rank 0 decodes its 61 rows, then only the thumbnails of rank 1's rows it reports.
+    assert rank0["decodes"][0] == rank0["decodes"][0] | {"purpose": "eval+calib", "rows": 61}
+    assert [d["purpose"] for d in rank0["decodes"][1:]] in ([], ["thumbnails"])
+
+
+def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc-per-node 2 -m audit ARGS`` with decode records in
+    ``cwd/stats``."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "audit", *args,
+    ]
+    env = _env(PRUNE_AUDIT_STATS_DIR=str(cwd / "stats"))
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
 
 
 def test_only_rank0_writes_and_its_exit_code_is_the_gates(
@@ -240,3 +263,83 @@ def test_predict_gathers_an_empty_shard(tmp_path: Path) -> None:
     # image with another thread count, so it agrees within FLOAT_ATOL.
     np.testing.assert_array_equal(rank1, rank0)
     assert_same_arrays(rank0, expected, where="logits")
+
+
+# One rank of a 2-rank BN recalibration on a Shard: rows split as argv[3] says (e.g. "20,17"
+# or "37,0", rank 1 holding none), eager BatchNorm (synced statistics) or TorchScript
+# (batches gathered whole). Saves the recalibrated running statistics.
+_RECAL_RANK = """
+import sys
+import numpy as np
+import torch
+from audit import inference, pruning
+from tests.test_distributed import recal_inputs
+
+torch.set_num_threads(1)
+out, kind, split = sys.argv[1], sys.argv[2], [int(c) for c in sys.argv[3].split(",")]
+model, images = recal_inputs(kind)
+dist_ctx = inference.init_distributed(torch.device("cpu"))
+lo = sum(split[: dist_ctx.rank])
+shard = inference.Shard(images[lo : lo + split[dist_ctx.rank]], tuple(split), dist_ctx.rank)
+runtime = inference.Runtime(
+    device=torch.device("cpu"), precision="fp32", batch_size=8, mean=(0.5,) * 3,
+    std=(0.25,) * 3, dist=dist_ctx, calib_batch_size=8,
+)
+# Eager BatchNorm layers all-reduce their statistics; TorchScript gets whole batches.
+assert inference.batchnorm_syncable(model) == (kind == "eager")
+inference.sync_batchnorm(model, runtime)
+assert ("forward" in vars(model[1])) == (kind == "eager")
+batches = inference.input_batches(shard, runtime, seed=3, whole=kind == "script")
+used = pruning.recalibrate_batchnorm(model, batches)
+inference.shutdown_distributed()
+stats = {k: v.numpy() for k, v in model.state_dict().items() if "running" in k}
+np.savez(out + f"/{kind}-{dist_ctx.rank}.npz", used=used, **stats)
+"""
+
+
+def recal_inputs(kind: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The model (eager or scripted) and 37 images of the recalibration test, seeded."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 5, 3), torch.nn.BatchNorm2d(5), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(5, 6),
+        torch.nn.BatchNorm1d(6),
+    ).eval()
+    images = torch.randint(0, 255, (37, 3, 8, 8), dtype=torch.uint8)
+    if kind == "script":
+        model = torch.jit.script(model)
+    return model, images
+
+
+@pytest.mark.parametrize(
+    ("kind", "split"), [("eager", "20,17"), ("eager", "37,0"), ("script", "19,18")]
+)
+def test_sharded_bn_recalibration_matches_one_process(
+    kind: str, split: str, tmp_path: Path
+) -> None:
+    from audit import inference, pruning
+
+    argv = [sys.executable, "-c", _RECAL_RANK, str(tmp_path), kind, split]
+    outputs = _wait(_launch(lambda r: argv, cwd=tmp_path))
+    model, images = recal_inputs(kind)
+    runtime = inference.Runtime(
+        device=torch.device("cpu"), precision="fp32", batch_size=8, mean=(0.5,) * 3,
+        std=(0.25,) * 3, calib_batch_size=8,
+    )
+    used = pruning.recalibrate_batchnorm(model, inference.input_batches(images, runtime, seed=3))
+    assert used == 5  # 37 rows in 5 batches of 7-8
+    want = {k: v.numpy() for k, v in model.state_dict().items() if "running" in k}
+    assert len(want) == 6
+    for r, (out, err) in enumerate(outputs):
+        path = tmp_path / f"{kind}-{r}.npz"
+        assert path.is_file(), out + err
+        with np.load(path) as got:
+            assert int(got["used"]) == used
+            for k, v in want.items():
+                # Synced sums in float64 vs one process's float32 kernel: rounding only.
+                np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+    # Rank 0's rows alone give other statistics: the all-reduce is what makes them equal.
+    alone, _ = recal_inputs(kind)
+    pruning.recalibrate_batchnorm(alone, inference.input_batches(images[:19], runtime, seed=3))
+    assert not np.allclose(alone.state_dict()["1.running_var"].numpy(), want["1.running_var"])
