@@ -158,18 +158,20 @@ def demo_report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 FLOAT_ATOL = 1e-6
 
 
-def assert_same_results(a: object, b: object, *, where: str = "report") -> None:
-    """Assert two report trees are equal: decisions exactly, floats within ``FLOAT_ATOL``."""
+def assert_same_results(
+    a: object, b: object, *, where: str = "report", atol: float = FLOAT_ATOL
+) -> None:
+    """Assert two report trees are equal: decisions exactly, floats within ``atol``."""
     if isinstance(a, dict) and isinstance(b, dict):
         assert list(a) == list(b), f"{where}: keys {list(a)} != {list(b)}"
         for key in a:
-            assert_same_results(a[key], b[key], where=f"{where}[{key!r}]")
+            assert_same_results(a[key], b[key], where=f"{where}[{key!r}]", atol=atol)
     elif isinstance(a, list | tuple) and isinstance(b, list | tuple):
         assert len(a) == len(b), f"{where}: length {len(a)} != {len(b)}"
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same_results(x, y, where=f"{where}[{i}]")
+            assert_same_results(x, y, where=f"{where}[{i}]", atol=atol)
     elif _is_number(a) and _is_number(b) and float in (type(a), type(b)):
-        assert a == pytest.approx(b, rel=0, abs=FLOAT_ATOL, nan_ok=True), f"{where}: {a} != {b}"
+        assert a == pytest.approx(b, rel=0, abs=atol, nan_ok=True), f"{where}: {a} != {b}"
     else:
         assert type(a) is type(b) and a == b, f"{where}: {a!r} != {b!r}"
 
@@ -178,12 +180,14 @@ def _is_number(x: object) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-def assert_same_arrays(a: np.ndarray, b: np.ndarray, *, where: str = "array") -> None:
-    """Float arrays within ``FLOAT_ATOL``; integer, boolean and string arrays exactly."""
+def assert_same_arrays(
+    a: np.ndarray, b: np.ndarray, *, where: str = "array", atol: float = FLOAT_ATOL
+) -> None:
+    """Float arrays within ``atol``; integer, boolean and string arrays exactly."""
     meta_a, meta_b = (a.shape, a.dtype), (b.shape, b.dtype)
     assert meta_a == meta_b, f"{where}: shape/dtype {meta_a} != {meta_b}"
     if np.issubdtype(a.dtype, np.floating):
-        np.testing.assert_allclose(a, b, rtol=0, atol=FLOAT_ATOL, err_msg=where)
+        np.testing.assert_allclose(a, b, rtol=0, atol=atol, err_msg=where)
     else:
         np.testing.assert_array_equal(a, b, err_msg=where)
 

@@ -78,6 +78,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: How far a torchrun launch's floats may be from one process's (issue 14: probabilities
+#: within 1e-5, decisions identical).
+DIST_ATOL = 1e-5
+
+
 def _report(out: Path) -> dict[str, Any]:
     rep = json.loads((out / "report.json").read_text())
     rep.pop("created")
@@ -90,16 +95,17 @@ def _assert_same_outputs(ref: Path, other: Path) -> None:
     with np.load(ref / "predictions.npz") as a, np.load(other / "predictions.npz") as b:
         assert a.files == b.files
         # Shards are other batches (and torchrun sets one thread per rank): the float sums
-        # may run in another order (BN recalibration all-reduces its batch statistics), so
-        # floats agree within FLOAT_ATOL, the rest exactly.
+        # run in another order, and BN recalibration all-reduces float64 batch statistics
+        # where one process uses its float32 kernel; at 90% sparsity this moves some
+        # probabilities by up to ~7e-6. So floats agree within DIST_ATOL, the rest exactly.
         for key in a.files:
-            assert_same_arrays(b[key], a[key], where=key)
+            assert_same_arrays(b[key], a[key], where=key, atol=DIST_ATOL)
         # Decisions exactly, under both threshold modes.
         for mode, per_target in _report(ref)["inputs"]["thresholds"].items():
             t = np.asarray(list(per_target.values()))
             for key in ("dense_probs", "pruned_probs"):
                 np.testing.assert_array_equal(b[key] > t, a[key] > t, err_msg=f"{key} {mode}")
-    assert_same_results(_report(other), _report(ref))
+    assert_same_results(_report(other), _report(ref), atol=DIST_ATOL)
 
 
 def _decoded(stats: Path, world: int) -> list[dict[str, Any]]:
