@@ -32,6 +32,7 @@ Loading rules
 
 from __future__ import annotations
 
+import argparse
 import ast
 import io
 import json
@@ -53,6 +54,7 @@ from audit.models.formats import (
     checkpoint_formats,
     register_format,
 )
+from audit.pruning.reparam import fold_pruning_reparametrisations, sparsifier_masks
 
 CHECKPOINT_FORMAT = "prune-audit/1"
 
@@ -70,6 +72,11 @@ WRAPPER_KEYS = ("state_dict", "model", "model_ema", "ema", "net")
 CLASSIFIER_NAMES = frozenset({"fc", "classifier", "head", "heads", "last_linear", "logits"})
 
 _EXAMPLE_ARCH = EXAMPLE_ARCH
+# Plain-data classes that common training checkpoints hold next to their weights, allowed in
+# weights-only loading (an explicit allow-list; it runs no code when unpickled):
+# ``argparse.Namespace`` is the ``args`` of a timm training checkpoint (timm's own loader
+# allow-lists it the same way).
+WEIGHTS_ONLY_EXTRA_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
 
 
 @dataclass
@@ -317,7 +324,8 @@ def _torch_load(path: Path, *, trust_checkpoint: bool) -> tuple[Any, bool]:
     Returns the object and whether it came from a full (code-executing) unpickle.
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), False
+        with torch.serialization.safe_globals(list(WEIGHTS_ONLY_EXTRA_GLOBALS)):
+            return torch.load(path, map_location="cpu", weights_only=True), False
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
         names = [found.group(1)] if found else _pickle_callables(path)
@@ -443,7 +451,9 @@ def _from_state_dict(obj: dict[Any, Any], path: Path, *, arch: str | None) -> Lo
             "state_dict (parameter name -> tensor) or a dict holding one under 'state_dict', "
             "'model', 'model_ema', 'ema' or 'net'. Save model.state_dict() and pass --arch."
         )
-    state_dict = _clean_keys(state_dict, path)
+    state_dict = fold_pruning_reparametrisations(
+        _clean_keys(state_dict, path), masks=sparsifier_masks(obj), source=repr(str(path))
+    )
     if arch is None:
         keys = ", ".join(repr(k) for k in list(state_dict)[:6])
         raise CheckpointError(
@@ -622,7 +632,9 @@ def _from_prune_audit(
         raise bad("arch_kwargs", "a dict of keyword arguments")
     preprocess = _preprocess(obj.get("preprocess"), path)
 
-    state_dict = _clean_keys(state_dict, path)
+    state_dict = fold_pruning_reparametrisations(
+        _clean_keys(state_dict, path), source=repr(str(path))
+    )
     chosen = arch or recorded
     num_outputs = len(outputs) if outputs else None
     if num_outputs is None:

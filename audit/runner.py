@@ -784,6 +784,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             "dense_probs": dense_probs.astype(np.float64),
             "dense_logits": eval_logits,
             "sparsities": np.asarray([lv["sparsity"] for lv in levels], dtype=np.float64),
+            "level_labels": np.asarray([str(lv["label"]) for lv in levels], dtype=np.str_),
             "pruned_probs": (
                 np.stack(pruned_probs).astype(np.float64)
                 if pruned_probs
@@ -1316,7 +1317,8 @@ def _named_models(
 ) -> list[tuple[str, np.ndarray]]:
     """``[("dense", probs), ("0.9", probs), ...]``: the model names the plot data is keyed by."""
     return [("dense", dense_probs)] + [
-        (f"{lv['sparsity']:g}", p) for lv, p in zip(levels, pruned_probs, strict=True)
+        (lv.get("label") or f"{lv['sparsity']:g}", p)
+        for lv, p in zip(levels, pruned_probs, strict=True)
     ]
 
 

@@ -48,9 +48,11 @@ from audit.pruning.recovery import (
     recovery_choices,
     register_recovery,
 )
+from audit.pruning.reparam import fold_pruning_reparametrisations
 from audit.pruning.scope import prunable_parameters
 
 __all__ = [
+    "fold_pruning_reparametrisations",
     "LayerSparsity",
     "PruneStats",
     "PruningMethod",

@@ -294,6 +294,27 @@ def levels(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [lv for lv in found if isinstance(lv, Mapping)] if isinstance(found, list) else []
 
 
+def level_label(level: Mapping[str, Any] | None) -> str:
+    """How reports name a level: its sparsity (``0.9``), or a ``--pruned`` model's file name.
+
+    Parameters
+    ----------
+    level : Mapping or None
+        One entry of ``validation.levels``; ``None`` is the dense model.
+
+    Returns
+    -------
+    str
+        ``"dense"``, the level's ``label`` when the report has one, else its sparsity.
+    """
+    if level is None:
+        return "dense"
+    label = level.get("label")
+    if isinstance(label, str) and label:
+        return label
+    return fmt_sparsity(level.get("sparsity"))
+
+
 def verdict(report: Mapping[str, Any]) -> dict[str, Any]:
     """Read the verdict block, from ``verdict`` or, where absent, gate/forecast/validation.
 

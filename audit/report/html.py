@@ -39,6 +39,7 @@ from audit.report._format import (
     forecast_benchmark_lines,
     get,
     is_number,
+    level_label,
     levels,
     na,
     sort_key,
@@ -189,6 +190,8 @@ def _cells_by_value(entry: Any) -> dict[str, Mapping[str, Any]]:
 
 
 def _model_label(level: Mapping[str, Any] | None) -> str:
+    if level is not None and level.get("source") == "supplied":
+        return level_label(level)
     return "dense" if level is None else f"sparsity {fmt_sparsity(level.get('sparsity'))}"
 
 
@@ -298,7 +301,7 @@ def _gate_table(report: Mapping[str, Any]) -> Table:
 
 def _metric_plots(report: Mapping[str, Any], mode: str) -> list[PlotGroup]:
     lvls = levels(report)
-    x_labels = ["dense"] + [fmt_sparsity(lv.get("sparsity")) for lv in lvls]
+    x_labels = ["dense"] + [level_label(lv) for lv in lvls]
     groups: list[PlotGroup] = []
     for target in _targets(report):
         by_group = get(report, "dense", mode, target, "by_group") or {}
@@ -506,10 +509,10 @@ def _calibration_plots(report: Mapping[str, Any]) -> list[Plot]:
         curves = []
         for i, key in enumerate(k for k in keys if isinstance(by_model.get(k), Mapping)):
             data = by_model[key]
-            level = next((lv for lv in lvls if _same_sparsity(lv.get("sparsity"), key)), None)
+            level = next((lv for lv in lvls if _level_key_matches(lv, key)), None)
             metrics = get(report, "dense") if key == "dense" else get(level, "metrics")
             ece = get(metrics, "default", target, "overall", "ece")
-            name = "dense" if key == "dense" else f"sparsity {key}"
+            name = "dense" if key == "dense" else _model_label(level) if level else key
             colour, dash, marker = svg.style(i)
             curves.append(
                 svg.Curve(
@@ -537,6 +540,13 @@ def _float_or_inf(key: str) -> float:
         return float(key)
     except ValueError:
         return float("inf")
+
+
+def _level_key_matches(level: Mapping[str, Any], key: str) -> bool:
+    """Plot data is keyed by each level's label (its sparsity, or a supplied file's name)."""
+    if level.get("source") == "supplied":
+        return level.get("label") == key
+    return _same_sparsity(level.get("sparsity"), key)
 
 
 def _same_sparsity(value: Any, key: str) -> bool:

@@ -27,6 +27,7 @@ from audit.report._format import (
     forecast_benchmark_lines,
     get,
     is_number,
+    level_label,
     levels,
     na,
     verdict,
@@ -164,10 +165,17 @@ def _header(report: Mapping[str, Any]) -> list[str]:
         )
     validation = report.get("validation")
     if isinstance(validation, Mapping):
-        sp = ", ".join(fmt_sparsity(lv.get("sparsity")) for lv in levels(report))
+        own = [lv for lv in levels(report) if lv.get("source") != "supplied"]
+        supplied = [lv for lv in levels(report) if lv.get("source") == "supplied"]
+        sp = ", ".join(fmt_sparsity(lv.get("sparsity")) for lv in own)
         lines.append(
-            f"- **Validation:** {_cell(validation.get('method'))} magnitude pruning, recovery "
+            f"- **Validation:** {_cell(validation.get('method'))} pruning, recovery "
             f"{_cell(validation.get('recovery'))}, sparsities {sp or 'none'}"
+            + (
+                f"; supplied models {_cell(', '.join(level_label(lv) for lv in supplied))}"
+                if supplied
+                else ""
+            )
         )
     else:
         lines.append("- **Validation:** not run (forecast from the dense model only)")
@@ -274,9 +282,7 @@ def _findings(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
             *(_cell(fmt_delta(get(lv, "delta", "default", target, "accuracy"))) for lv in lvls),
         ]
 
-    header = ["target", "dense accuracy"] + [
-        f"Δ @ {fmt_sparsity(lv.get('sparsity'))}" for lv in lvls
-    ]
+    header = ["target", "dense accuracy"] + [f"Δ @ {level_label(lv)}" for lv in lvls]
     lines += ["**Overall accuracy**", ""]
     lines += _table(
         header,
@@ -307,7 +313,7 @@ def _findings(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
                 [_cell(metric.replace("_", " ")), _cell(fmt_estimate(dense))]
                 + [_cell(fmt_delta(d)) for d in deltas]
             )
-        header = ["metric", "dense"] + [f"Δ @ {fmt_sparsity(lv.get('sparsity'))}" for lv in lvls]
+        header = ["metric", "dense"] + [f"Δ @ {level_label(lv)}" for lv in lvls]
         lines += ["", f"**{md_escape(target)} × {md_escape(group)}**", ""]
         lines += _table(header, rows, list, None, right=tuple(range(1, len(header))))
     if len(shown) < len(pairs):
@@ -438,7 +444,7 @@ def _grading(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
         lv, key, rq = item
         no_flips = "no flips" if rq.get("n_flips") == 0 else None
         return [
-            fmt_sparsity(lv.get("sparsity")),
+            _cell(level_label(lv)),
             _cell(key),
             _cell(fmt_num(rq.get("auroc"), reason=no_flips)),
             _cell(fmt_num(rq.get("precision_at_k"), reason=no_flips)),
@@ -486,8 +492,54 @@ def _footer(report: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _levels_table(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
+    """Each level next to the dense model: accuracy and its change, size, recovery check."""
+    lvls = [lv for lv in levels(report) if isinstance(lv.get("accuracy"), Mapping)]
+    if not lvls:
+        return []
+    lines = [
+        "### Levels",
+        "",
+        "Mean accuracy over targets at the default thresholds; *one-shot + BN* is the same "
+        "sparsity without fine-tuning (shown for fine-tuned levels: a fine-tuned level below "
+        "it is a recovery that failed).",
+        "",
+    ]
+
+    def row(lv: Mapping[str, Any]) -> list[str]:
+        acc = lv["accuracy"]
+        size = lv.get("structure") or lv.get("model") or {}
+        return [
+            _cell(level_label(lv)),
+            "supplied" if lv.get("source") == "supplied" else "pruned here",
+            fmt_num(lv.get("achieved_sparsity"), digits=4),
+            fmt_num(size.get("n_parameters")) if size.get("n_parameters") is not None else "—",
+            fmt_num(size.get("parameter_reduction"), digits=4)
+            if is_number(size.get("parameter_reduction"))
+            else "—",
+            fmt_num(acc.get("dense"), digits=4),
+            fmt_num(acc.get("pruned"), digits=4),
+            f"{acc['change']:+.4f}" if is_number(acc.get("change")) else "—",
+            fmt_num(acc.get("one_shot_bn"), digits=4) if is_number(acc.get("one_shot_bn")) else "—",
+        ]
+
+    header = [
+        "level",
+        "source",
+        "sparsity",
+        "parameters",
+        "param. reduction",
+        "dense acc.",
+        "accuracy",
+        "Δ accuracy",
+        "one-shot + BN",
+    ]
+    return lines + _table(header, lvls, row, max_rows, right=tuple(range(2, 9)), what="levels")
+
+
 _SECTIONS: tuple[Callable[[Mapping[str, Any], int | None], list[str]], ...] = (
     _gate,
+    _levels_table,
     _findings,
     _forecast,
     _grading,
