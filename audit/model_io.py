@@ -289,6 +289,11 @@ def _register_builtin_formats() -> None:
     """The formats of SPEC §3.1, in detection order (archives by their entries first)."""
     for fmt in (
         CheckpointFormat(
+            "safetensors", lambda f: not f.is_zip and _is_safetensors(f.path),
+            lambda f: _from_state_dict(_load_safetensors(f.path), f.path, arch=f.arch),
+            "safetensors state_dict (safetensors.torch.save_file, with --arch)",
+        ),
+        CheckpointFormat(
             "torchscript", _is_torchscript, lambda f: _load_torchscript(f.path),
             "TorchScript archive (torch.jit.save)",
         ),
@@ -315,6 +320,29 @@ def _register_builtin_formats() -> None:
         ),
     ):  # fmt: skip
         register_format(fmt)
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then a JSON object."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (tensors only, no code) as a state_dict."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"Cannot read {str(path)!r} as a safetensors file ({e}); it is truncated or "
+            "corrupt. Re-save it with safetensors.torch.save_file(model.state_dict(), path)."
+        ) from e
 
 
 # ---------------------------------------------------------------------------- torch.save files

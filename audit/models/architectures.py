@@ -501,7 +501,46 @@ def _torchvision_spec(name: str) -> ArchitectureSpec:
     )
 
 
+def _timm_names() -> list[str]:
+    try:
+        import timm
+    except ImportError:
+        raise CheckpointError(
+            "timm:NAME architectures need timm, which is not installed; install it with "
+            "pip install 'prune-audit[timm]' (or pip install timm)."
+        ) from None
+    return list(timm.list_models())
+
+
+def _timm_spec(name: str) -> ArchitectureSpec:
+    import timm
+
+    def build(num_outputs: int, **kwargs: Any) -> torch.nn.Module:
+        # Offline: pretrained=False never downloads; the weights come from the checkpoint.
+        return timm.create_model(name, pretrained=False, num_classes=num_outputs, **kwargs)
+
+    return ArchitectureSpec(
+        name=f"timm:{name}",
+        build=build,
+        parameters=dict,
+        reserved={
+            "pretrained": "prune-audit never downloads weights: they come from the checkpoint",
+            "num_classes": "prune-audit sets num_classes from the outputs",
+            "pretrained_cfg_overlay": "nothing is downloaded",
+            "checkpoint_path": "the weights come from the checkpoint being audited",
+        },
+    )
+
+
 def _register_builtins() -> None:
+    register_family(
+        ArchitectureFamily(
+            prefix="timm",
+            names=_timm_names,
+            spec=_timm_spec,
+            description="timm models (optional extra prune-audit[timm]), e.g. timm:resnet18",
+        )
+    )
     register_family(
         ArchitectureFamily(
             prefix="torchvision",
