@@ -483,13 +483,69 @@ def require_files(paths: Sequence[Path], ids: Sequence[str], *, root: Path, sour
     source : str
         Which file listed them.
     """
-    missing = [ids[i] for i, p in enumerate(paths) if not p.is_file()]
+    problems: dict[str, list[str]] = {}
+    for i, p in enumerate(paths):
+        kind = _not_a_file(p)
+        if kind is not None:
+            problems.setdefault(kind, []).append(ids[i])
+    if not problems:
+        return
+    missing = problems.pop("missing", [])
     if missing:
         raise DataError(
             f"{len(missing)} of the {len(paths)} images listed in {source} do not exist under "
             f"DATA ({root}): {show_list(missing)}. Fix the paths (they are relative to DATA) or "
             "remove those rows."
         )
+    kind, bad = next(iter(problems.items()))
+    raise DataError(
+        f"{len(bad)} of the {len(paths)} image paths listed in {source} are {kind}, not image "
+        f"files: {show_list(bad)} (under DATA, {root}). Point those rows at regular image files "
+        "or remove them."
+    )
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` is not a regular file (``None`` when it is one), without opening it.
+
+    ``stat`` never blocks, unlike opening a FIFO; a symlink loop raises ELOOP there.
+    """
+    try:
+        st = path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loops"
+        return "missing"  # a broken symlink too: paths arrive resolved
+    if stat.S_ISREG(st.st_mode):
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return "folders"
+    if stat.S_ISFIFO(st.st_mode):
+        return "FIFOs (named pipes)"
+    if stat.S_ISSOCK(st.st_mode):
+        return "sockets"
+    return "device files"
+
+
+def _check_delimiter(path: Path, header: list[str]) -> None:
+    """Refuse a CSV whose header is one cell holding another delimiter (``;``, tab, ``|``).
+
+    Spreadsheet exports in many locales use ``;``; read with ``,`` the whole header becomes
+    one column name, and the real problem (the delimiter) would be reported as a missing
+    column.
+    """
+    if len(header) != 1:
+        return
+    for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
+        if sep in header[0]:
+            raise DataError(
+                f"{path} is not comma-separated: its header {header[0]!r} is one column "
+                f"holding {name}. Save it as a comma-separated CSV (e.g. "
+                "'image,split,Smiling'), or convert it with "
+                f"`python -c \"import csv,sys; w=csv.writer(sys.stdout); "
+                f"[w.writerow(r) for r in csv.reader(open(sys.argv[1]), delimiter='{sep}')]\" "
+                f"{path.name} > labels.csv`."
+            )
 
 
 def read_csv_table(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
@@ -522,6 +578,7 @@ def read_csv_table(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
                     f"{path} is empty; it needs a header row naming the columns (e.g. "
                     "'image,split,Smiling') and one row per image."
                 ) from None
+            _check_delimiter(path, header)
             rows: list[list[str]] = []
             lines: list[int] = []
             for row in reader:
