@@ -349,3 +349,23 @@ def test_sharded_bn_recalibration_matches_one_process(
     alone, _ = recal_inputs(kind)
     pruning.recalibrate_batchnorm(alone, inference.input_batches(images[:19], runtime, seed=3))
     assert not np.allclose(alone.state_dict()["1.running_var"].numpy(), want["1.running_var"])
+
+
+def test_torchrun_on_parquet_matches_one_process(
+    odd_inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same 241 rows as Hub-style Parquet shards: equal results, rank 1 decodes its shard."""
+    from tests.layout_samples import samples_from_npz, write_parquet
+
+    ckpt, npz_dir = odd_inputs
+    data = write_parquet(tmp_path / "parquet", samples_from_npz(next(npz_dir.glob("*.npz"))))
+    extra = ("--target-sparsity", "0.5", "--recovery", "bn")
+    assert _one_process(_check_args(ckpt, data, tmp_path / "one", "0.5", *extra), tmp_path,
+                        monkeypatch) == 0
+    proc = _torchrun(_check_args(ckpt, data, tmp_path / "two", "0.5", *extra), tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _assert_same_outputs(tmp_path / "one", tmp_path / "two")
+    assert _report(tmp_path / "two")["inputs"]["data"]["layout"] == "parquet"
+    # 61 test + 60 validation rows: rank 1 decodes its 30 + 30 from the Parquet files.
+    _, rank1 = _decoded(tmp_path / "stats", 2)
+    assert [(d["purpose"], d["rows"]) for d in rank1["decodes"]] == [("eval+calib", 60)]
