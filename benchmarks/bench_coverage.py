@@ -218,15 +218,42 @@ def summarise(res: Result) -> dict[str, dict[str, float]]:
     return rows
 
 
+def _share_in(share: float, shares: tuple[float, ...]) -> bool:
+    return any(abs(share - s) < 1e-9 for s in shares)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=400)
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="N = 3000 only, 100 reps")
+    ap.add_argument(
+        "--sizes", default=None, help="comma-separated N values of the grid to run (default all)"
+    )
+    ap.add_argument(
+        "--shares", default=None, help="comma-separated minority shares to run (e.g. 0.30)"
+    )
+    ap.add_argument(
+        "--cell-reps", type=int, default=None, help="reps per 4-cell grid cell (default --reps)"
+    )
+    ap.add_argument(
+        "--parts", default="two,cells", help="'two' (binary groups), 'cells' (4 cells), or both"
+    )
     args = ap.parse_args()
-    sizes = (3000,) if args.quick else (500, 3000, 20000)
+    grid_sizes = (3000,) if args.quick else (500, 3000, 20000)
+    sizes = grid_sizes
+    if args.sizes:
+        sizes = tuple(int(x) for x in args.sizes.split(","))
+        unknown = sorted(set(sizes) - set(grid_sizes))
+        if unknown:
+            ap.error(f"--sizes {unknown} are not in the grid {grid_sizes}")
+    shares = (0.15, 0.30)
+    if args.shares:
+        shares = tuple(float(x) for x in args.shares.split(","))
+    parts = set(args.parts.split(","))
     reps = 100 if args.quick else args.reps
+    cell_reps = args.cell_reps or reps
     t0 = time.perf_counter()
     print(
         f"B = {args.boot}, {reps} reps per cell; coverage / excludes-point / width / "
@@ -237,12 +264,16 @@ def main() -> None:
     )
     print(header + " |")
     print("|" + "---|" * (5 + len(METHODS)))
+    # Every cell's seed is fixed by its position in the whole grid, so a run of a part of
+    # the grid (--sizes, --shares, --parts) reproduces the full run's figures for those cells.
     seed = args.seed
-    for n in sizes:
+    for n in grid_sizes:
         for share in (0.15, 0.30):
             for regime in REGIMES:
                 for case in CASES:
                     seed += 1
+                    if "two" not in parts or n not in sizes or not _share_in(share, shares):
+                        continue
                     res = simulate(n, share, regime, case, reps=reps, boot=args.boot, seed=seed)
                     s = summarise(res)
                     cells = " | ".join(
@@ -260,11 +291,13 @@ def main() -> None:
     )
     print("| N | dense FNR | case | true Δ | " + " | ".join(CELL_METHODS) + " |")
     print("|" + "---|" * (4 + len(CELL_METHODS)))
-    for n in sizes[1:] if len(sizes) > 1 else sizes:
+    for n in grid_sizes[1:] if len(grid_sizes) > 1 else grid_sizes:
         for regime in CELL_REGIMES:
             for case in CASES:
                 seed += 1
-                res = simulate_cells(n, regime, case, reps=reps, boot=args.boot, seed=seed)
+                if "cells" not in parts or n not in sizes:
+                    continue
+                res = simulate_cells(n, regime, case, reps=cell_reps, boot=args.boot, seed=seed)
                 s = summarise(res)
                 cells = " | ".join(
                     f"{s[m]['coverage']:.3f} / {s[m]['excludes_point']:.3f} / "
