@@ -5,6 +5,8 @@ Public API only; see ``audit.runner`` for the pipeline.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from audit._version import __version__
 from audit.config import AuditConfig, Policy, load_policy  # noqa: E402
 from audit.errors import (  # noqa: E402
@@ -22,12 +24,18 @@ from audit.report.formats import (  # noqa: E402
     report_format_names,
 )
 
+if TYPE_CHECKING:
+    from audit.runner import AuditResult, Progress
 
-def run_audit(config: AuditConfig, **kwargs: object) -> object:
-    """Run an audit; see :func:`audit.runner.run_audit` (imported lazily: torch is heavy)."""
+
+def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> AuditResult:
+    """Run an audit and write its reports; see :func:`audit.runner.run_audit`.
+
+    Imported lazily: the pipeline imports torch, which ``import audit`` does not need.
+    """
     from audit.runner import run_audit as _run
 
-    return _run(config, **kwargs)  # type: ignore[arg-type]
+    return _run(config, progress=progress)
 
 
 __all__ = [

@@ -496,6 +496,7 @@ def report(
 ) -> None:
     """Re-render reports from a saved report.json (no model or data needed)."""
     from audit.report import validate_report, write_reports
+    from audit.results import Report
 
     try:
         try:
@@ -524,11 +525,12 @@ def report(
             ) from None
         try:
             validate_report(data)
+            saved = Report.from_json(data)
         except ValueError as exc:
             raise AuditError(f"{str(audit_json)!r} is not a prune-audit report: {exc}") from None
         formats = check_formats(format)
         with _terminate_like_interrupt():
-            files = write_reports(data, out_dir or audit_json.parent, formats=formats)
+            files = write_reports(saved.to_json(), out_dir or audit_json.parent, formats=formats)
     except typer.Exit:
         raise
     except KeyboardInterrupt as exc:

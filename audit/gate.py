@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from audit.config import Policy
+from audit.results import BiasAmplification, judged_level_indices
 
 LIMITED_METRICS: tuple[tuple[str, str], ...] = (
     ("fnr_gap", "max_delta_fnr_gap"),
@@ -170,9 +171,7 @@ def level_checks(
             for metric, key in LIMITED_METRICS:
                 if metric == "bias_amplification":
                     ba = dense[mode][target]["by_group"][group]["bias_amplification"]
-                    if ba["majority_value"] is None or (
-                        ba["value"] is None and ba["reason"] and "train" in ba["reason"]
-                    ):
+                    if not BiasAmplification.from_json(ba).applicable:
                         continue  # BA is not applicable to this group/target (stated in metrics)
                 d = metrics[metric]
                 value, ci = d["value"], d.get("ci")
@@ -310,10 +309,8 @@ def judged_levels(levels: list[dict[str, Any]], policy: Policy) -> list[dict[str
     Every ``--pruned`` model when there are any (they replace ``target_sparsity``: they are
     what ships), else the tool's own level closest to the policy's ``target_sparsity``.
     """
-    supplied = [lv for lv in levels if lv.get("source") == "supplied"]
-    if supplied:
-        return supplied
-    return [min(levels, key=lambda lv: abs(lv["sparsity"] - policy.target_sparsity))]
+    keys = [(lv["sparsity"], lv.get("source") == "supplied") for lv in levels]
+    return [levels[i] for i in judged_level_indices(keys, policy.target_sparsity)]
 
 
 def max_safe_sparsity(

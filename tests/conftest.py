@@ -193,8 +193,9 @@ def assert_same_arrays(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run tests/test_report_intervals.py last: it reads every report.json the suite wrote."""
-    last = [i for i in items if i.nodeid.startswith("tests/test_report_intervals.py")]
+    """Run the modules that read every report.json the suite wrote last."""
+    readers = ("tests/test_report_intervals.py", "tests/test_results_suite.py")
+    last = [i for i in items if i.nodeid.startswith(readers)]
     if last:
         items[:] = [i for i in items if i not in last] + last
 
