@@ -240,233 +240,297 @@ def _summary(result: Any, console: Console) -> None:
         console.print(f"logged to MLflow run {result.mlflow_run_id}")
 
 
+# ------------------------------------------------------------------ the options of `check`
+# One alias per option keeps `check`'s signature one line a flag (typer reads the Annotated
+# metadata through the alias exactly as when written inline).
+
+_Model = Annotated[
+    Path,
+    typer.Argument(
+        help="Dense checkpoint (prune-audit, state_dict, TorchScript, .pt2).", readable=False
+    ),
+]
+_Data = Annotated[
+    Path,
+    typer.Argument(
+        help="Dataset folder (labels.csv, CelebA, image folder, or .npz).", readable=False
+    ),
+]
+_Target = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        "-t",
+        help="Output/label column to audit, in model-output order (repeatable).",
+    ),
+]
+_Group = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--group",
+        "-g",
+        help="Protected attribute column (repeatable; several → intersections too).",
+    ),
+]
+_Labels = Annotated[
+    Path | None,
+    typer.Option("--labels", help="Manifest CSV (default DATA/labels.csv).", readable=False),
+]
+_Split = Annotated[
+    str | None, typer.Option(help="Split to evaluate on (default: test if present, else all).")
+]
+_CalibSplit = Annotated[
+    str | None, typer.Option(help="Split for threshold calibration and BN recalibration.")
+]
+_TrainSplit = Annotated[str | None, typer.Option(help="Split for fine-tuning recovery.")]
+_Arch = Annotated[
+    str | None,
+    typer.Option(
+        help="Architecture for a raw state_dict: torchvision:NAME or package.module:factory."
+    ),
+]
+_IgnoreOutputNames = Annotated[
+    bool,
+    typer.Option(
+        help="Map --target columns to model outputs by position even where the checkpoint "
+        "names its outputs differently."
+    ),
+]
+_TrustCheckpoint = Annotated[
+    bool,
+    typer.Option(help="Allow loading a fully pickled nn.Module (executes code from the file)."),
+]
+_Task = Annotated[
+    str | None, typer.Option(help="multilabel | binary | multiclass (default: inferred).")
+]
+_Sparsity = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma list of sparsities to prune to and validate (default "
+        + ",".join(f"{x:g}" for x in DEFAULT_SPARSITIES)
+        + "; none with --pruned; N:M has its own)."
+    ),
+]
+_Method = Annotated[
+    str,
+    typer.Option(
+        help="Pruning method: "
+        + "; ".join(f"{name} ({text})" for name, text in method_help())
+        + "."
+    ),
+]
+_Recovery = Annotated[
+    str,
+    typer.Option(
+        help="After pruning: "
+        + "; ".join(f"{name} ({text})" for name, text in recovery_help())
+        + "."
+    ),
+]
+_Exclude = Annotated[
+    list[str] | None,
+    typer.Option(help="fnmatch pattern of parameter names to leave dense (repeatable)."),
+]
+_Pruned = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--pruned",
+        help="An already pruned/compressed model to audit against MODEL (repeatable); "
+        "any format MODEL accepts, plus safetensors, torch.nn.utils.prune / torch.ao.pruning "
+        "reparametrisations and timm checkpoints.",
+        readable=False,
+    ),
+]
+_FinetuneSteps = Annotated[
+    int | None,
+    typer.Option(
+        help="Optimiser steps of --recovery finetune (default: 300 or two epochs, "
+        "whichever is more)."
+    ),
+]
+_FinetuneEpochs = Annotated[
+    int | None,
+    typer.Option(help="Budget --recovery finetune in epochs instead of steps."),
+]
+_FinetuneLr = Annotated[
+    float, typer.Option(help="Peak learning rate of --recovery finetune (warm-up + cosine).")
+]
+_FinetuneSeeds = Annotated[
+    str, typer.Option(help="Comma list of fine-tuning seeds (modal predictions define CIEs).")
+]
+_NoValidate = Annotated[
+    bool, typer.Option("--no-validate", help="Forecast only: one dense inference pass.")
+]
+_Device = Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")]
+_Precision = Annotated[
+    str | None, typer.Option(help="fp32 | bf16 | fp16 (default fp32 on CPU, bf16 on CUDA).")
+]
+_BatchSize = Annotated[int | None, typer.Option(help="Inference batch size.")]
+_Workers = Annotated[int | None, typer.Option(help="Image decoding threads.")]
+_ImageSize = Annotated[int | None, typer.Option(help="Resize images to N×N.")]
+_Mean = Annotated[str | None, typer.Option(help="Normalisation mean, A,B,C.")]
+_Std = Annotated[str | None, typer.Option(help="Normalisation std, A,B,C.")]
+_TopK = Annotated[int, typer.Option(help="Susceptible samples listed in reports.")]
+_Bootstrap = Annotated[int, typer.Option(help="Paired bootstrap resamples.")]
+_Seed = Annotated[int, typer.Option(help="Seed for everything random.")]
+_Policy = Annotated[
+    Path | None,
+    typer.Option(
+        help="Gate policy TOML (default: [tool.prune-audit] in ./pyproject.toml).",
+        readable=False,
+    ),
+]
+_TargetSparsity = Annotated[
+    float | None, typer.Option(help="Override the policy's target_sparsity.")
+]
+_FailOn = Annotated[
+    str | None, typer.Option(help="Override the policy's fail_on: validated | forecast.")
+]
+_MinGroupSize = Annotated[int | None, typer.Option(help="Override the policy's min_group_size.")]
+_OutDir = Annotated[Path, typer.Option("--out", help="Report directory.")]
+_Format = Annotated[str, typer.Option("--format", help=_FORMAT_HELP)]
+_SavePruned = Annotated[bool, typer.Option(help="Also write each pruned model as a checkpoint.")]
+_SkipBadImages = Annotated[
+    bool,
+    typer.Option(help="Skip undecodable images (counted in the report) instead of failing."),
+]
+_SummaryOut = Annotated[
+    Path | None, typer.Option(help="Also write the Markdown summary to this file.")
+]
+_Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+_Mlflow = Annotated[
+    bool,
+    typer.Option(
+        "--mlflow",
+        help="Also log parameters, checks and reports to the active MLflow tracking URI "
+        "(MLFLOW_TRACKING_URI; needs the extra prune-audit[mlflow]).",
+    ),
+]
+
+
+def _check_policy(f: dict[str, Any]) -> tuple[Any, str]:
+    """The gate policy and where it came from, with the command-line overrides applied."""
+    overrides = _policy_overrides(f["target_sparsity"], f["fail_on"], f["min_group_size"])
+    pol, source = load_policy(f["policy"])
+    if overrides:
+        from audit.config import policy_from_mapping
+
+        pol = policy_from_mapping(
+            dataclasses.asdict(pol) | overrides, source="(command-line overrides)"
+        )
+        source += " + command-line overrides"
+    return pol, source
+
+
+def _check_config(f: dict[str, Any]) -> AuditConfig:
+    """Turn `check`'s options (by parameter name) into the run's :class:`AuditConfig`.
+
+    Raises
+    ------
+    UsageError
+        For a malformed list option or ``--task``; the config validates the rest.
+    """
+    pol, source = _check_policy(f)
+    task = f["task"]
+    if task is not None and task not in ("multilabel", "binary", "multiclass"):
+        raise UsageError(f"--task {task!r} is not one of multilabel, binary, multiclass.")
+    return AuditConfig(
+        model=f["model"],
+        data=f["data"],
+        out=f["out_dir"],
+        targets=tuple(f["target"] or ()),
+        groups=tuple(f["group"] or ()),
+        labels_file=f["labels"],
+        split=f["split"],
+        calib_split=f["calib_split"],
+        train_split=f["train_split"],
+        arch=f["arch"],
+        trust_checkpoint=f["trust_checkpoint"],
+        ignore_output_names=f["ignore_output_names"],
+        task=task,
+        sparsities=_floats(f["sparsity"], "--sparsity"),
+        method=f["method"],
+        recovery=f["recovery"],
+        exclude=tuple(f["exclude"] or ()),
+        pruned=tuple(f["pruned"] or ()),
+        finetune_steps=f["finetune_steps"],
+        finetune_epochs=f["finetune_epochs"],
+        finetune_lr=f["finetune_lr"],
+        finetune_seeds=_ints(f["finetune_seeds"], "--finetune-seeds"),
+        validate=not f["no_validate"],
+        device=f["device"],
+        precision=f["precision"],
+        batch_size=f["batch_size"],
+        workers=f["workers"],
+        image_size=f["image_size"],
+        mean=_floats(f["mean"], "--mean", 3),
+        std=_floats(f["std"], "--std", 3),  # type: ignore[arg-type]
+        top_k=f["top_k"],
+        bootstrap=f["bootstrap"],
+        seed=f["seed"],
+        policy=pol,
+        policy_source=source,
+        formats=tuple(f["format"].split(",")),  # the config validates against the registry
+        save_pruned=f["save_pruned"],
+        skip_bad_images=f["skip_bad_images"],
+        summary_out=f["summary_out"],
+        quiet=f["quiet"],
+        mlflow=f["mlflow"],
+    )
+
+
 @app.command()
 def check(
-    model: Annotated[
-        Path,
-        typer.Argument(
-            help="Dense checkpoint (prune-audit, state_dict, TorchScript, .pt2).", readable=False
-        ),
-    ],
-    data: Annotated[
-        Path,
-        typer.Argument(
-            help="Dataset folder (labels.csv, CelebA, image folder, or .npz).", readable=False
-        ),
-    ],
-    target: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--target",
-            "-t",
-            help="Output/label column to audit, in model-output order (repeatable).",
-        ),
-    ] = None,
-    group: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--group",
-            "-g",
-            help="Protected attribute column (repeatable; several → intersections too).",
-        ),
-    ] = None,
-    labels: Annotated[
-        Path | None,
-        typer.Option("--labels", help="Manifest CSV (default DATA/labels.csv).", readable=False),
-    ] = None,
-    split: Annotated[
-        str | None, typer.Option(help="Split to evaluate on (default: test if present, else all).")
-    ] = None,
-    calib_split: Annotated[
-        str | None, typer.Option(help="Split for threshold calibration and BN recalibration.")
-    ] = None,
-    train_split: Annotated[str | None, typer.Option(help="Split for fine-tuning recovery.")] = None,
-    arch: Annotated[
-        str | None,
-        typer.Option(
-            help="Architecture for a raw state_dict: torchvision:NAME or package.module:factory."
-        ),
-    ] = None,
-    ignore_output_names: Annotated[
-        bool,
-        typer.Option(
-            help="Map --target columns to model outputs by position even where the checkpoint "
-            "names its outputs differently."
-        ),
-    ] = False,
-    trust_checkpoint: Annotated[
-        bool,
-        typer.Option(help="Allow loading a fully pickled nn.Module (executes code from the file)."),
-    ] = False,
-    task: Annotated[
-        str | None, typer.Option(help="multilabel | binary | multiclass (default: inferred).")
-    ] = None,
-    sparsity: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma list of sparsities to prune to and validate (default "
-            + ",".join(f"{x:g}" for x in DEFAULT_SPARSITIES)
-            + "; none with --pruned; N:M has its own)."
-        ),
-    ] = None,
-    method: Annotated[
-        str,
-        typer.Option(
-            help="Pruning method: "
-            + "; ".join(f"{name} ({text})" for name, text in method_help())
-            + "."
-        ),
-    ] = "global",
-    recovery: Annotated[
-        str,
-        typer.Option(
-            help="After pruning: "
-            + "; ".join(f"{name} ({text})" for name, text in recovery_help())
-            + "."
-        ),
-    ] = "bn",
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option(help="fnmatch pattern of parameter names to leave dense (repeatable)."),
-    ] = None,
-    pruned: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--pruned",
-            help="An already pruned/compressed model to audit against MODEL (repeatable); "
-            "any format MODEL accepts, plus safetensors, torch.nn.utils.prune / torch.ao.pruning "
-            "reparametrisations and timm checkpoints.",
-            readable=False,
-        ),
-    ] = None,
-    finetune_steps: Annotated[
-        int | None,
-        typer.Option(
-            help="Optimiser steps of --recovery finetune (default: 300 or two epochs, "
-            "whichever is more)."
-        ),
-    ] = None,
-    finetune_epochs: Annotated[
-        int | None,
-        typer.Option(help="Budget --recovery finetune in epochs instead of steps."),
-    ] = None,
-    finetune_lr: Annotated[
-        float, typer.Option(help="Peak learning rate of --recovery finetune (warm-up + cosine).")
-    ] = DEFAULT_FINETUNE_LR,
-    finetune_seeds: Annotated[
-        str, typer.Option(help="Comma list of fine-tuning seeds (modal predictions define CIEs).")
-    ] = "0",
-    no_validate: Annotated[
-        bool, typer.Option("--no-validate", help="Forecast only: one dense inference pass.")
-    ] = False,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
-    precision: Annotated[
-        str | None, typer.Option(help="fp32 | bf16 | fp16 (default fp32 on CPU, bf16 on CUDA).")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Inference batch size.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Image decoding threads.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Resize images to N×N.")] = None,
-    mean: Annotated[str | None, typer.Option(help="Normalisation mean, A,B,C.")] = None,
-    std: Annotated[str | None, typer.Option(help="Normalisation std, A,B,C.")] = None,
-    top_k: Annotated[int, typer.Option(help="Susceptible samples listed in reports.")] = 50,
-    bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed for everything random.")] = 0,
-    policy: Annotated[
-        Path | None,
-        typer.Option(
-            help="Gate policy TOML (default: [tool.prune-audit] in ./pyproject.toml).",
-            readable=False,
-        ),
-    ] = None,
-    target_sparsity: Annotated[
-        float | None, typer.Option(help="Override the policy's target_sparsity.")
-    ] = None,
-    fail_on: Annotated[
-        str | None, typer.Option(help="Override the policy's fail_on: validated | forecast.")
-    ] = None,
-    min_group_size: Annotated[
-        int | None, typer.Option(help="Override the policy's min_group_size.")
-    ] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Report directory.")] = Path("reports"),
-    format: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "json,md,html",
-    save_pruned: Annotated[
-        bool, typer.Option(help="Also write each pruned model as a checkpoint.")
-    ] = False,
-    skip_bad_images: Annotated[
-        bool,
-        typer.Option(help="Skip undecodable images (counted in the report) instead of failing."),
-    ] = False,
-    summary_out: Annotated[
-        Path | None, typer.Option(help="Also write the Markdown summary to this file.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
-    mlflow: Annotated[
-        bool,
-        typer.Option(
-            "--mlflow",
-            help="Also log parameters, checks and reports to the active MLflow tracking URI "
-            "(MLFLOW_TRACKING_URI; needs the extra prune-audit[mlflow]).",
-        ),
-    ] = False,
+    model: _Model,
+    data: _Data,
+    target: _Target = None,
+    group: _Group = None,
+    labels: _Labels = None,
+    split: _Split = None,
+    calib_split: _CalibSplit = None,
+    train_split: _TrainSplit = None,
+    arch: _Arch = None,
+    ignore_output_names: _IgnoreOutputNames = False,
+    trust_checkpoint: _TrustCheckpoint = False,
+    task: _Task = None,
+    sparsity: _Sparsity = None,
+    method: _Method = "global",
+    recovery: _Recovery = "bn",
+    exclude: _Exclude = None,
+    pruned: _Pruned = None,
+    finetune_steps: _FinetuneSteps = None,
+    finetune_epochs: _FinetuneEpochs = None,
+    finetune_lr: _FinetuneLr = DEFAULT_FINETUNE_LR,
+    finetune_seeds: _FinetuneSeeds = "0",
+    no_validate: _NoValidate = False,
+    device: _Device = "auto",
+    precision: _Precision = None,
+    batch_size: _BatchSize = None,
+    workers: _Workers = None,
+    image_size: _ImageSize = None,
+    mean: _Mean = None,
+    std: _Std = None,
+    top_k: _TopK = 50,
+    bootstrap: _Bootstrap = 1000,
+    seed: _Seed = 0,
+    policy: _Policy = None,
+    target_sparsity: _TargetSparsity = None,
+    fail_on: _FailOn = None,
+    min_group_size: _MinGroupSize = None,
+    out_dir: _OutDir = Path("reports"),
+    format: _Format = "json,md,html",
+    save_pruned: _SavePruned = False,
+    skip_bad_images: _SkipBadImages = False,
+    summary_out: _SummaryOut = None,
+    quiet: _Quiet = False,
+    mlflow: _Mlflow = False,
 ) -> None:
     """Audit MODEL on DATA: dense criteria, forecast, validation by pruning, reports, gate."""
+    flags = dict(locals())  # every option by name (nothing else is bound yet)
     # Path parameters say readable=False: click would reject an unreadable file as a usage
     # error (exit 2); the loaders report it as the input error it is (exit 3, SPEC §10).
     try:
-        overrides = _policy_overrides(target_sparsity, fail_on, min_group_size)
-        pol, source = load_policy(policy)
-        if overrides:
-            from audit.config import policy_from_mapping
-
-            pol = policy_from_mapping(
-                dataclasses.asdict(pol) | overrides, source="(command-line overrides)"
-            )
-            source += " + command-line overrides"
-        if task is not None and task not in ("multilabel", "binary", "multiclass"):
-            raise UsageError(f"--task {task!r} is not one of multilabel, binary, multiclass.")
-        cfg = AuditConfig(
-            model=model,
-            data=data,
-            out=out_dir,
-            targets=tuple(target or ()),
-            groups=tuple(group or ()),
-            labels_file=labels,
-            split=split,
-            calib_split=calib_split,
-            train_split=train_split,
-            arch=arch,
-            trust_checkpoint=trust_checkpoint,
-            ignore_output_names=ignore_output_names,
-            task=task,  # type: ignore[arg-type]
-            sparsities=_floats(sparsity, "--sparsity"),
-            method=method,
-            recovery=recovery,
-            exclude=tuple(exclude or ()),  # type: ignore[arg-type]
-            pruned=tuple(pruned or ()),
-            finetune_steps=finetune_steps,
-            finetune_epochs=finetune_epochs,
-            finetune_lr=finetune_lr,
-            finetune_seeds=_ints(finetune_seeds, "--finetune-seeds"),
-            validate=not no_validate,
-            device=device,
-            precision=precision,  # type: ignore[arg-type]
-            batch_size=batch_size,
-            workers=workers,
-            image_size=image_size,
-            mean=_floats(mean, "--mean", 3),
-            std=_floats(std, "--std", 3),  # type: ignore[arg-type]
-            top_k=top_k,
-            bootstrap=bootstrap,
-            seed=seed,
-            policy=pol,
-            policy_source=source,
-            formats=tuple(format.split(",")),  # the config validates against the registry
-            save_pruned=save_pruned,
-            skip_bad_images=skip_bad_images,
-            summary_out=summary_out,
-            quiet=quiet,
-            mlflow=mlflow,
-        )
+        cfg = _check_config(flags)
         from audit.runner import SilentProgress, run_audit
 
         with _terminate_like_interrupt():

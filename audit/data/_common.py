@@ -542,7 +542,7 @@ def _check_delimiter(path: Path, header: list[str]) -> None:
                 f"{path} is not comma-separated: its header {header[0]!r} is one column "
                 f"holding {name}. Save it as a comma-separated CSV (e.g. "
                 "'image,split,Smiling'), or convert it with "
-                f"`python -c \"import csv,sys; w=csv.writer(sys.stdout); "
+                f'`python -c "import csv,sys; w=csv.writer(sys.stdout); '
                 f"[w.writerow(r) for r in csv.reader(open(sys.argv[1]), delimiter='{sep}')]\" "
                 f"{path.name} > labels.csv`."
             )

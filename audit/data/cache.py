@@ -222,43 +222,16 @@ def build_image_cache(
     report = progress or (lambda k: None)
     dest, file, tmpdir = _allocate((len(idx), 3, size, size), memmap_threshold_bytes, cache_dir)
     try:
-        if dataset.array is not None:
-            _fill_from_array(dataset.array, idx, dest, size, report)
-            failures: list[tuple[int, str]] = []
-        elif dataset.store is not None:
-            failures = _fill_from_store(
-                dataset,
-                dataset.store,
-                idx,
-                dest,
-                size,
-                skip_bad=skip_bad,
-                workers=(
-                    default_workers(_first_encoded(dataset.store, idx))
-                    if workers is None
-                    else int(workers)
-                ),
-                max_pixels=int(max_image_pixels),
-                report=report,
-            )
-        else:
-            if dataset.paths is None:
-                raise ValueError("dataset has neither image paths nor an image array")
-            failures = _fill_from_files(
-                dataset,
-                dataset.paths,
-                idx,
-                dest,
-                size,
-                skip_bad=skip_bad,
-                workers=(
-                    default_workers(dataset.paths[idx[0]] if len(idx) else None)
-                    if workers is None
-                    else int(workers)
-                ),
-                max_pixels=int(max_image_pixels),
-                report=report,
-            )
+        failures = _fill(
+            dataset,
+            idx,
+            dest,
+            size,
+            skip_bad=skip_bad,
+            workers=workers,
+            max_pixels=int(max_image_pixels),
+            report=report,
+        )
         keep = np.ones(len(idx), dtype=bool)
         keep[[pos for pos, _ in failures]] = False
         n_kept = int(keep.sum())
@@ -271,6 +244,56 @@ def build_image_cache(
         raise
     skipped = [(str(dataset.ids[idx[pos]]), reason) for pos, reason in failures]
     return ImageCache(images=images, indices=idx[keep], skipped=skipped, file=file, _tmpdir=tmpdir)
+
+
+def _fill(
+    dataset: Dataset,
+    idx: np.ndarray,
+    dest: np.ndarray,
+    size: int,
+    *,
+    skip_bad: bool,
+    workers: int | None,
+    max_pixels: int,
+    report: Callable[[int], None],
+) -> list[tuple[int, str]]:
+    """Fill ``dest`` from the dataset's array, image store or files; return the skips."""
+    if dataset.array is not None:
+        _fill_from_array(dataset.array, idx, dest, size, report)
+        return []
+    if dataset.store is not None:
+        return _fill_from_store(
+            dataset,
+            dataset.store,
+            idx,
+            dest,
+            size,
+            skip_bad=skip_bad,
+            workers=(
+                default_workers(_first_encoded(dataset.store, idx))
+                if workers is None
+                else int(workers)
+            ),
+            max_pixels=max_pixels,
+            report=report,
+        )
+    if dataset.paths is None:
+        raise ValueError("dataset has neither image paths nor an image array")
+    return _fill_from_files(
+        dataset,
+        dataset.paths,
+        idx,
+        dest,
+        size,
+        skip_bad=skip_bad,
+        workers=(
+            default_workers(dataset.paths[idx[0]] if len(idx) else None)
+            if workers is None
+            else int(workers)
+        ),
+        max_pixels=max_pixels,
+        report=report,
+    )
 
 
 def _compact(dest: np.ndarray, keep: np.ndarray) -> None:

@@ -173,6 +173,33 @@ def bias_amplification(
     ValueError
         On mismatched lengths, non-0/1 labels, or out-of-range options.
     """
+    yt, yp, g, ty, tg = _checked_inputs(
+        y_true, y_pred, groups, train_y, train_groups, min_positives, min_relative_difference
+    )
+    codes, values = encode_cells(np.concatenate([g, tg]))
+    if len(values) != 2:
+        return BiasAmplification(
+            None,
+            f"the group attribute has {len(values)} value(s) {values!r}; bias amplification "
+            "needs exactly 2",
+        )
+    cell, train_cell = codes[: g.shape[0]], codes[g.shape[0] :]
+    star = _majority_cell(train_cell, ty, values, min_relative_difference)
+    if isinstance(star, BiasAmplification):
+        return star
+    return _from_evaluated(yt, yp, cell, values, star, min_positives)
+
+
+def _checked_inputs(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    groups: ArrayLike,
+    train_y: ArrayLike,
+    train_groups: ArrayLike,
+    min_positives: int,
+    min_relative_difference: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validate :func:`bias_amplification`'s arguments; return the five arrays."""
     yt = as_binary(y_true, name="y_true", ndim=1)
     yp = as_binary(y_pred, name="y_pred", ndim=1)
     g = np.asarray(groups)
@@ -191,16 +218,16 @@ def bias_amplification(
         raise ValueError(
             f"`min_relative_difference` must lie in [0, 1]; got {min_relative_difference!r}."
         )
+    return yt, yp, g, ty, tg
 
-    codes, values = encode_cells(np.concatenate([g, tg]))
-    if len(values) != 2:
-        return BiasAmplification(
-            None,
-            f"the group attribute has {len(values)} value(s) {values!r}; bias amplification "
-            "needs exactly 2",
-        )
-    cell, train_cell = codes[: g.shape[0]], codes[g.shape[0] :]
 
+def _majority_cell(
+    train_cell: np.ndarray,
+    ty: np.ndarray,
+    values: list[Hashable],
+    min_relative_difference: float,
+) -> int | BiasAmplification:
+    """The cell code of v* (higher train positive rate), or the reason it is undefined."""
     train_n = np.bincount(train_cell, minlength=2)
     train_pos = np.bincount(train_cell, weights=ty, minlength=2)
     for v in (0, 1):
@@ -226,7 +253,18 @@ def bias_amplification(
             f"{min_relative_difference:.0%} is needed",
             majority_value=values[star],
         )
+    return star
 
+
+def _from_evaluated(
+    yt: np.ndarray,
+    yp: np.ndarray,
+    cell: np.ndarray,
+    values: list[Hashable],
+    star: int,
+    min_positives: int,
+) -> BiasAmplification:
+    """BA on the evaluated data, given v*: the predicted minus the true share in v*."""
     counts = confusion_counts(yt[:, None], yp[:, None], cell, n_cells=2)[0]
     positives = counts[:, 0] + counts[:, 3]
     for v in (0, 1):

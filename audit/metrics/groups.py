@@ -128,17 +128,37 @@ def confusion_counts(
     TypeError
         On non-integer cell codes or non-numeric inputs.
     """
+    yt, yp, c, ex, n_cells = _checked_inputs(y_true, y_pred, cells, n_cells, extra)
+    n, n_attr = yt.shape
+    k = 4 if ex is None else 5
+    # stat code: 2 * (not predicted) + (label != prediction) -> tp=0, fp=1, tn=2, fn=3
+    stat = 2 * (~yp).astype(np.intp) + (yt ^ yp)
+    # column of (i, a) in the flattened (A, n_cells, k) layout, without the stat offset
+    base = (np.arange(n_attr, dtype=np.intp)[None, :] * n_cells + c[:, None]) * k
+    if weights is None or np.ndim(weights) == 1:
+        w = None if weights is None else _as_weights(weights, n=n)
+        return _counts_by_bincount(stat, base, ex, w, n_cells=n_cells, k=k)
+    return _counts_by_matmul(stat, base, ex, _as_weights(weights, n=n), n_cells=n_cells, k=k)
+
+
+def _checked_inputs(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    cells: ArrayLike,
+    n_cells: int,
+    extra: ArrayLike | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """Validate :func:`confusion_counts`' arrays; return them as bool/intp and ``n_cells``."""
     yt = as_binary(y_true, name="y_true", ndim=2)
     yp = as_binary(y_pred, name="y_pred", ndim=2)
     if yt.shape != yp.shape:
         raise ValueError(
             f"`y_true` and `y_pred` must have the same shape (N, A); got {yt.shape} and {yp.shape}."
         )
-    n, n_attr = yt.shape
     if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
         raise ValueError(f"`n_cells` must be a positive int; got {n_cells!r}.")
     n_cells = int(n_cells)
-    c = _as_cells(cells, n=n, n_cells=n_cells)
+    c = _as_cells(cells, n=yt.shape[0], n_cells=n_cells)
     ex = None
     if extra is not None:
         ex = as_binary(extra, name="extra", ndim=2)
@@ -146,23 +166,40 @@ def confusion_counts(
             raise ValueError(
                 f"`extra` must have the same shape as `y_true` {yt.shape}; got {ex.shape}."
             )
-    k = 4 if ex is None else 5
-    # stat code: 2 * (not predicted) + (label != prediction) -> tp=0, fp=1, tn=2, fn=3
-    stat = 2 * (~yp).astype(np.intp) + (yt ^ yp)
-    # column of (i, a) in the flattened (A, n_cells, k) layout, without the stat offset
-    base = (np.arange(n_attr, dtype=np.intp)[None, :] * n_cells + c[:, None]) * k
+    return yt, yp, c, ex, n_cells
+
+
+def _counts_by_bincount(
+    stat: np.ndarray,
+    base: np.ndarray,
+    ex: np.ndarray | None,
+    w: np.ndarray | None,
+    *,
+    n_cells: int,
+    k: int,
+) -> np.ndarray:
+    """Counts for one weight vector (or none): one ``bincount`` over the flattened layout."""
+    n, n_attr = stat.shape
     size = n_attr * n_cells * k
+    wb = None if w is None else np.broadcast_to(w[:, None], (n, n_attr)).ravel()
+    out = np.bincount((base + stat).ravel(), weights=wb, minlength=size)
+    if ex is not None:
+        we = None if w is None else np.broadcast_to(w[:, None], (n, n_attr))[ex]
+        out = out + np.bincount((base + 4)[ex], weights=we, minlength=size)
+    return out.astype(np.float64).reshape(n_attr, n_cells, k)
 
-    if weights is None or np.ndim(weights) == 1:
-        w = None if weights is None else _as_weights(weights, n=n)
-        wb = None if w is None else np.broadcast_to(w[:, None], (n, n_attr)).ravel()
-        out = np.bincount((base + stat).ravel(), weights=wb, minlength=size)
-        if ex is not None:
-            we = None if w is None else np.broadcast_to(w[:, None], (n, n_attr))[ex]
-            out = out + np.bincount((base + 4)[ex], weights=we, minlength=size)
-        return out.astype(np.float64).reshape(n_attr, n_cells, k)
 
-    w = _as_weights(weights, n=n)
+def _counts_by_matmul(
+    stat: np.ndarray,
+    base: np.ndarray,
+    ex: np.ndarray | None,
+    w: np.ndarray,
+    *,
+    n_cells: int,
+    k: int,
+) -> np.ndarray:
+    """Counts for a (B, N) weight matrix: ``W @ I`` over attribute chunks of ``I``."""
+    n, n_attr = stat.shape
     n_rep = w.shape[0]
     result = np.empty((n_rep, n_attr, n_cells, k), dtype=np.float64)
     per_attr = max(1, n_cells * k * max(n, 1) * w.itemsize)

@@ -9,7 +9,7 @@ Must not: prune, train, choose a device (the caller passes it), or print.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -142,6 +142,33 @@ def recalibrate_batchnorm(
 
     model.to(device)
     momenta = [(module, module.momentum) for module in eager]
+    with _preserved_modes(model), torch.no_grad():
+        try:
+            for module in eager:
+                module.reset_running_stats()
+                module.momentum = None
+            set_training(model, False)
+            for module in (*eager, *scripted):
+                module.train(True)
+            return _run_batches(model, first, iterator, scripted, device, max_batches)
+        finally:
+            for module, momentum in momenta:
+                module.momentum = momentum
+
+
+def _run_batches(
+    model: nn.Module,
+    first: object,
+    iterator: Iterator[object],
+    scripted: Sequence[nn.Module],
+    device: torch.device | str,
+    max_batches: int | None,
+) -> int:
+    """Forward the batches (norm layers in train mode); average the scripted layers' stats.
+
+    Eager layers (``momentum=None``) average by themselves; each scripted layer's buffers
+    are zeroed before a batch and read back after it, then set to the mean over batches.
+    """
     # Float64 running sums so many small batches do not lose precision.
     sums = {
         id(m): [
@@ -151,41 +178,30 @@ def recalibrate_batchnorm(
         for m in scripted
     }
     used = 0
-    with _preserved_modes(model), torch.no_grad():
-        try:
-            for module in eager:
-                module.reset_running_stats()
-                module.momentum = None
-            set_training(model, False)
-            for module in (*eager, *scripted):
-                module.train(True)
-            batch: object = first
-            while True:
-                for module in scripted:
-                    module.running_mean.zero_()
-                    module.running_var.zero_()
-                model(_first_tensor(batch).to(device))
-                used += 1
-                for module in scripted:
-                    mean_sum, var_sum = sums[id(module)]
-                    factor = _scripted_momentum(module)
-                    mean_sum += module.running_mean.double() / factor
-                    var_sum += module.running_var.double() / factor
-                if max_batches is not None and used >= max_batches:
-                    break
-                batch = next(iterator, None)
-                if batch is None:
-                    break
-            for module in scripted:
-                mean_sum, var_sum = sums[id(module)]
-                module.running_mean.copy_(mean_sum / used)
-                module.running_var.copy_(var_sum / used)
-                tracked = dict(module.named_buffers(recurse=False)).get("num_batches_tracked")
-                if tracked is not None:
-                    tracked.fill_(used)
-        finally:
-            for module, momentum in momenta:
-                module.momentum = momentum
+    batch: object = first
+    while True:
+        for module in scripted:
+            module.running_mean.zero_()
+            module.running_var.zero_()
+        model(_first_tensor(batch).to(device))
+        used += 1
+        for module in scripted:
+            mean_sum, var_sum = sums[id(module)]
+            factor = _scripted_momentum(module)
+            mean_sum += module.running_mean.double() / factor
+            var_sum += module.running_var.double() / factor
+        if max_batches is not None and used >= max_batches:
+            break
+        batch = next(iterator, None)
+        if batch is None:
+            break
+    for module in scripted:
+        mean_sum, var_sum = sums[id(module)]
+        module.running_mean.copy_(mean_sum / used)
+        module.running_var.copy_(var_sum / used)
+        tracked = dict(module.named_buffers(recurse=False)).get("num_batches_tracked")
+        if tracked is not None:
+            tracked.fill_(used)
     return used
 
 

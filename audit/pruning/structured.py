@@ -178,37 +178,8 @@ def prune_channels(
             "--arch, or a pickled module"
         )
     dense_params = dict(prunable_parameters(model))
-    kept = prunable_parameters(model, exclude=exclude)
-    kept_names = {name for name, _ in kept}
-    owners = {f"{name}.weight" if name else "weight": name for name, _ in model.named_modules()}
-    output = _output_layer(model, example_input)
-    ignored = [owners[name] for name in dense_params if name not in kept_names]
-    output_name = next((n for n, m in model.named_modules() if m is output), None)
-    if output_name is not None and output_name not in ignored:
-        ignored.append(output_name)
-
-    total = _prunable_total(model)
-    lo, hi = 0.0, 1.0
-    best: tuple[float, nn.Module] | None = None
-    # Removing a fraction r of channels on both sides of a layer leaves (1 - r)^2 of it.
-    ratio = 1.0 - (1.0 - sparsity) ** 0.5
-    for _ in range(_MAX_TRIES):
-        net = (
-            _prune_at(model, ratio, ignored, example_input)
-            if ratio > 0
-            else _structured_copy(model)
-        )
-        achieved = 1.0 - _prunable_total(net) / total
-        if best is None or abs(achieved - sparsity) < abs(best[0] - sparsity):
-            best = (achieved, net)
-        if abs(achieved - sparsity) <= _TOLERANCE:
-            break
-        lo, hi = (ratio, hi) if achieved < sparsity else (lo, ratio)
-        if hi - lo < 1e-3:  # integer channel counts: no ratio in between changes the model
-            break
-        ratio = (lo + hi) / 2
-    assert best is not None
-    achieved, net = best
+    ignored = _ignored_layers(model, dense_params, exclude, example_input)
+    achieved, net = _search_ratio(model, sparsity, ignored, example_input)
     after = dict(net.named_parameters())
     layers = tuple(
         LayerSparsity(
@@ -231,3 +202,49 @@ def prune_channels(
         layers=layers,
         structure=structure,
     )
+
+
+def _ignored_layers(
+    model: nn.Module,
+    dense_params: dict[str, nn.Parameter],
+    exclude: Sequence[str],
+    example_input: torch.Tensor,
+) -> list[str]:
+    """Names of the layers that keep their output channels: excluded ones and the classifier."""
+    kept = prunable_parameters(model, exclude=exclude)
+    kept_names = {name for name, _ in kept}
+    owners = {f"{name}.weight" if name else "weight": name for name, _ in model.named_modules()}
+    output = _output_layer(model, example_input)
+    ignored = [owners[name] for name in dense_params if name not in kept_names]
+    output_name = next((n for n, m in model.named_modules() if m is output), None)
+    if output_name is not None and output_name not in ignored:
+        ignored.append(output_name)
+    return ignored
+
+
+def _search_ratio(
+    model: nn.Module, sparsity: float, ignored: list[str], example_input: torch.Tensor
+) -> tuple[float, nn.Module]:
+    """Bisect the channel ratio; return the closest (achieved sparsity, pruned copy)."""
+    total = _prunable_total(model)
+    lo, hi = 0.0, 1.0
+    best: tuple[float, nn.Module] | None = None
+    # Removing a fraction r of channels on both sides of a layer leaves (1 - r)^2 of it.
+    ratio = 1.0 - (1.0 - sparsity) ** 0.5
+    for _ in range(_MAX_TRIES):
+        net = (
+            _prune_at(model, ratio, ignored, example_input)
+            if ratio > 0
+            else _structured_copy(model)
+        )
+        achieved = 1.0 - _prunable_total(net) / total
+        if best is None or abs(achieved - sparsity) < abs(best[0] - sparsity):
+            best = (achieved, net)
+        if abs(achieved - sparsity) <= _TOLERANCE:
+            break
+        lo, hi = (ratio, hi) if achieved < sparsity else (lo, ratio)
+        if hi - lo < 1e-3:  # integer channel counts: no ratio in between changes the model
+            break
+        ratio = (lo + hi) / 2
+    assert best is not None
+    return best

@@ -695,7 +695,12 @@ def _forecast(report: Mapping[str, Any]) -> tuple[Table, Table | None, dict[str,
                 _text(p.get("reason")),
             ]
         )
-    agreement = get(report, "validation", "forecast_agreement")
+    table, summary = _agreement(get(report, "validation", "forecast_agreement"))
+    return pairs, table, summary
+
+
+def _agreement(agreement: Any) -> tuple[Table | None, dict[str, str]]:
+    """The forecast-vs-measured table and its hit-rate summary (none when not graded)."""
     summary: dict[str, str] = {}
     table = None
     if isinstance(agreement, Mapping):
@@ -742,7 +747,7 @@ def _forecast(report: Mapping[str, Any]) -> tuple[Table, Table | None, dict[str,
                     _hit(a.get("risk_hit")),
                 ]
             )
-    return pairs, table, summary
+    return table, summary
 
 
 def _ranking(report: Mapping[str, Any]) -> Table:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from markupsafe import Markup, escape
@@ -528,7 +528,6 @@ def histogram_chart(
     Markup
         The ``<svg>`` element; every bin has a tooltip listing all models' counts.
     """
-    n_bins = len(edges) - 1
     rows = ["base"] + (["overlay"] if overlays else []) + (["band"] if band else [])
     c = _Canvas(title, rows, key, "hist-chart")
     c.open()
@@ -556,16 +555,46 @@ def histogram_chart(
             f'width="{sx(band[1]) - sx(band[0]):.1f}" height="{c.y0 - c.y1}" '
             f'fill="{BAND_FILL}" fill-opacity="0.15"><title>{escape(band_label)}</title></rect>'
         )
-    colour = PALETTE[0]
-    for b in range(n_bins):
+    _hist_bars(c, sx, edges, base, lo, hi)
+    _hist_overlays(c, sx, edges, overlays, shown, lo, hi)
+    _hist_tooltips(c, sx, edges, (base, *overlays))
+    c.legend([(base.label, PALETTE[0], "", "bar")])
+    if band:
+        c.legend([(band_label, BAND_FILL, "", "area")], first_row=len(rows) - 1)
+    return c.close()
+
+
+def _hist_bars(
+    c: _Canvas,
+    sx: Callable[[float], float],
+    edges: Sequence[float],
+    base: Histogram,
+    lo: float,
+    hi: float,
+) -> None:
+    """The base model's counts as filled bars (empty bins draw nothing)."""
+    for b in range(len(edges) - 1):
         v = base.counts[b] if b < len(base.counts) else 0
         if v > 0:
             y = c.sy(float(v), lo, hi)
             c.parts.append(
                 f'<rect class="bar" x="{sx(edges[b]) + 0.5:.1f}" y="{y:.1f}" '
                 f'width="{max(sx(edges[b + 1]) - sx(edges[b]) - 1, 0.5):.1f}" '
-                f'height="{c.y0 - y:.1f}" fill="{colour}" fill-opacity="0.6"/>'
+                f'height="{c.y0 - y:.1f}" fill="{PALETTE[0]}" fill-opacity="0.6"/>'
             )
+
+
+def _hist_overlays(
+    c: _Canvas,
+    sx: Callable[[float], float],
+    edges: Sequence[float],
+    overlays: Sequence[Histogram],
+    shown: str | None,
+    lo: float,
+    hi: float,
+) -> None:
+    """Each overlay as a step outline with its legend entry in one switchable group."""
+    n_bins = len(edges) - 1
     visible = shown if any(o.level == shown for o in overlays) else None
     # One colour for every overlay (only one is visible at a time), the pruned colour of the
     # other uncertainty charts; the legend names the level.
@@ -584,18 +613,22 @@ def histogram_chart(
         )
         c.legend([(ov.label, ocolour, dash, "line")], first_row=1)
         c.parts.append("</g>")
+
+
+def _hist_tooltips(
+    c: _Canvas,
+    sx: Callable[[float], float],
+    edges: Sequence[float],
+    histograms: Sequence[Histogram],
+) -> None:
+    """An invisible full-height rectangle per bin whose tooltip lists every model's count."""
+    n_bins = len(edges) - 1
     for b in range(n_bins):
         tip = f"p in [{edges[b]:.2f}, {edges[b + 1]:.2f}{']' if b == n_bins - 1 else ')'}: " + (
-            "; ".join(
-                f"{h.label} {h.counts[b] if b < len(h.counts) else 0}" for h in (base, *overlays)
-            )
+            "; ".join(f"{h.label} {h.counts[b] if b < len(h.counts) else 0}" for h in histograms)
         )
         c.parts.append(
             f'<rect class="hit" x="{sx(edges[b]):.1f}" y="{c.y1}" '
             f'width="{sx(edges[b + 1]) - sx(edges[b]):.1f}" height="{c.y0 - c.y1}" '
             f'fill="#ffffff" fill-opacity="0"><title>{escape(tip)}</title></rect>'
         )
-    c.legend([(base.label, colour, "", "bar")])
-    if band:
-        c.legend([(band_label, BAND_FILL, "", "area")], first_row=len(rows) - 1)
-    return c.close()

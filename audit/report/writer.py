@@ -291,6 +291,62 @@ def write_reports(
     When the environment variable ``GITHUB_STEP_SUMMARY`` names a file, the Markdown report
     is appended to it (whatever ``formats`` says), after all files are in place.
     """
+    fmts, arrays, extras, names = _checked_request(
+        report, formats, predictions, extra_files, staging
+    )
+    if staging is None:
+        staging = open_staging(out_dir, names, summary_out=summary_out)
+    out, stage = staging.out, staging.path
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    placed: list[tuple[Path, Path | None]] = []
+    current = ["the staging folder"]  # what is being written, for the error message
+    try:
+        markdown = None
+        if any(f.name == "md" for f in fmts) or step_summary or summary_out is not None:
+            markdown = get_report_format("md").render(report)
+        _stage_files(report, fmts, markdown, arrays, extras, stage, current)
+        pause_point("staged")
+        _place_files(names, out, stage, placed, current)
+        _write_summaries(markdown or "", summary_out, step_summary, placed, current)
+    except OSError as exc:
+        _roll_back(placed)
+        staging.discard()
+        reason = "the file system is full" if exc.errno == errno.ENOSPC else exc.strerror or exc
+        raise OutputError(
+            f"Could not write the reports into {str(out)!r}: {reason} (while writing "
+            f"{current[0]}). Nothing there was changed; free space or pass another --out."
+        ) from exc
+    except BaseException:
+        _roll_back(placed)
+        staging.discard()
+        raise
+    _commit(staging, placed)
+    return [out / name for name in names]
+
+
+def _commit(staging: Staging, placed: list[tuple[Path, Path | None]]) -> None:
+    """Keep the placed files: drop the staging folder, the backups and dead runs' folders."""
+    staging.committed = True
+    staging.discard()  # with the backups of the replaced report files
+    for _, backup in placed:
+        if backup is not None:
+            backup.unlink(missing_ok=True)  # summary_out's, kept beside it
+    for stale in stale_stagings(staging.out):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _checked_request(
+    report: Mapping[str, Any],
+    formats: Sequence[str],
+    predictions: Mapping[str, Any] | None,
+    extra_files: Sequence[str | os.PathLike[str]],
+    staging: Staging | None,
+) -> tuple[list[Any], dict[str, np.ndarray] | None, list[Path], list[str]]:
+    """Check a write before anything is staged: formats, schema, arrays, file names.
+
+    Returns the formats, the prediction arrays, the extra files and every file name to
+    place; a given ``staging`` is discarded when a check fails.
+    """
     try:
         fmts = [get_report_format(name) for name in check_formats(formats)]
         validate_report(report)
@@ -309,67 +365,69 @@ def write_reports(
                 staging.discard()
             raise ValueError(f"extra file {extra} would replace the report's {extra.name}")
         names.append(extra.name)
-    if staging is None:
-        staging = open_staging(out_dir, names, summary_out=summary_out)
-    out, stage = staging.out, staging.path
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    placed: list[tuple[Path, Path | None]] = []
-    current = "the staging folder"
-    try:
-        markdown = None
-        if any(f.name == "md" for f in fmts) or step_summary or summary_out is not None:
-            markdown = get_report_format("md").render(report)
-        for fmt in fmts:
-            text = markdown if fmt.name == "md" else fmt.render(report)
-            current = fmt.filename
-            (stage / fmt.filename).write_text(text, encoding="utf-8")
-        if arrays is not None:
-            current = PREDICTIONS_NAME
-            with open(stage / PREDICTIONS_NAME, "wb") as fh:
-                np.savez_compressed(fh, allow_pickle=False, **arrays)
-        for extra in extras:
-            current = extra.name
-            if extra.absolute().parent != stage:
-                shutil.move(extra, stage / extra.name)
-        pause_point("staged")
-        (stage / _BACKUPS).mkdir()
-        for i, name in enumerate(names):
-            current = name
-            _place(stage / name, out / name, stage / _BACKUPS, placed)
-            if i == 0:
-                pause_point("placing")
-        if summary_out is not None:
-            dest = Path(summary_out).absolute()
-            current = str(dest)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(markdown or "")
-            _place(Path(tmp_name), dest, None, placed)
-        if step_summary:
-            # Last step: an append cannot be undone, so nothing may fail after it.
-            current = step_summary
-            with open(step_summary, "a", encoding="utf-8") as fh:
-                fh.write((markdown or "") + "\n")
-    except OSError as exc:
-        _roll_back(placed)
-        staging.discard()
-        reason = "the file system is full" if exc.errno == errno.ENOSPC else exc.strerror or exc
-        raise OutputError(
-            f"Could not write the reports into {str(out)!r}: {reason} (while writing "
-            f"{current}). Nothing there was changed; free space or pass another --out."
-        ) from exc
-    except BaseException:
-        _roll_back(placed)
-        staging.discard()
-        raise
-    staging.committed = True
-    staging.discard()  # with the backups of the replaced report files
-    for _, backup in placed:
-        if backup is not None:
-            backup.unlink(missing_ok=True)  # summary_out's, kept beside it
-    for stale in stale_stagings(out):
-        shutil.rmtree(stale, ignore_errors=True)
-    return [out / name for name in names]
+    return fmts, arrays, extras, names
+
+
+def _stage_files(
+    report: Mapping[str, Any],
+    fmts: Sequence[Any],
+    markdown: str | None,
+    arrays: Mapping[str, np.ndarray] | None,
+    extras: Sequence[Path],
+    stage: Path,
+    current: list[str],
+) -> None:
+    """Render every format, ``predictions.npz`` and the extra files into the staging folder."""
+    for fmt in fmts:
+        text = markdown if fmt.name == "md" else fmt.render(report)
+        current[0] = fmt.filename
+        (stage / fmt.filename).write_text(text, encoding="utf-8")
+    if arrays is not None:
+        current[0] = PREDICTIONS_NAME
+        with open(stage / PREDICTIONS_NAME, "wb") as fh:
+            np.savez_compressed(fh, allow_pickle=False, **arrays)
+    for extra in extras:
+        current[0] = extra.name
+        if extra.absolute().parent != stage:
+            shutil.move(extra, stage / extra.name)
+
+
+def _place_files(
+    names: Sequence[str],
+    out: Path,
+    stage: Path,
+    placed: list[tuple[Path, Path | None]],
+    current: list[str],
+) -> None:
+    """Rename the staged files into ``out``, keeping replaced files as backups in ``stage``."""
+    (stage / _BACKUPS).mkdir()
+    for i, name in enumerate(names):
+        current[0] = name
+        _place(stage / name, out / name, stage / _BACKUPS, placed)
+        if i == 0:
+            pause_point("placing")
+
+
+def _write_summaries(
+    markdown: str,
+    summary_out: str | os.PathLike[str] | None,
+    step_summary: str | None,
+    placed: list[tuple[Path, Path | None]],
+    current: list[str],
+) -> None:
+    """Write the ``summary_out`` copy, then append to ``$GITHUB_STEP_SUMMARY``."""
+    if summary_out is not None:
+        dest = Path(summary_out).absolute()
+        current[0] = str(dest)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(markdown)
+        _place(Path(tmp_name), dest, None, placed)
+    if step_summary:
+        # Last step: an append cannot be undone, so nothing may fail after it.
+        current[0] = step_summary
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write(markdown + "\n")
 
 
 def _prediction_arrays(predictions: Mapping[str, Any]) -> dict[str, np.ndarray]:

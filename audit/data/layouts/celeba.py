@@ -7,6 +7,7 @@ not decode images or pick targets/groups beyond the layout's defaults.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,50 @@ def read_celeba(root: Path) -> Dataset:
     """
     attr_path = root / ATTR_FILE
     source = str(attr_path)
-    lines = _read_lines(attr_path)
+    names, rows = _header_and_rows(_read_lines(attr_path), source)
+    if not (root / IMAGE_DIR).is_dir():
+        raise DataError(
+            f"CelebA layout detected ({ATTR_FILE} in {root}) but the image folder "
+            f"{IMAGE_DIR}/ is missing; put the aligned images in {root / IMAGE_DIR}."
+        )
+    line_no = [n for n, _ in rows]
+
+    def where(i: int) -> str:
+        return f"line {line_no[i]}"
+
+    files, columns = _attribute_columns(names, rows, source, where)
+    ids: list[str] = []
+    paths: list[Path] = []
+    dirs: dict[str, str] = {}
+    for i, f in enumerate(files):
+        rel, resolved = safe_image_path(
+            root, f"{IMAGE_DIR}/{f}", source=source, where=where(i), dirs=dirs
+        )
+        ids.append(rel)
+        paths.append(resolved)
+    check_unique_ids(ids, source=source)
+    splits = _read_partition(root, files) if (root / PARTITION_FILE).is_file() else None
+    require_files(paths, ids, root=root, source=source)
+
+    groups = tuple(g for g in DEFAULT_GROUPS if g in columns)
+    return Dataset(
+        root=root,
+        layout="celeba",
+        ids=np.asarray(ids, dtype=str),
+        columns=columns,
+        splits=splits,
+        default_targets=tuple(n for n in names if n not in groups),
+        default_groups=groups,
+        class_names={},
+        paths=paths,
+        array=None,
+    )
+
+
+def _header_and_rows(
+    lines: list[tuple[int, str]], source: str
+) -> tuple[list[str], list[tuple[int, str]]]:
+    """Check the count line and the attribute-name line; return the names and image rows."""
     if len(lines) < 2:
         raise DataError(
             f"{source} has {len(lines)} non-blank line(s); the CelebA format is a count line, "
@@ -92,17 +136,16 @@ def read_celeba(root: Path) -> Dataset:
         )
     if not rows:
         raise DataError(f"{source} lists no images; add one row per image.")
-    if not (root / IMAGE_DIR).is_dir():
-        raise DataError(
-            f"CelebA layout detected ({ATTR_FILE} in {root}) but the image folder "
-            f"{IMAGE_DIR}/ is missing; put the aligned images in {root / IMAGE_DIR}."
-        )
+    return names, rows
 
-    line_no = [n for n, _ in rows]
 
-    def where(i: int) -> str:
-        return f"line {line_no[i]}"
-
+def _attribute_columns(
+    names: list[str],
+    rows: list[tuple[int, str]],
+    source: str,
+    where: Callable[[int], str],
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Split each row into its file name and -1/1 values; return files and 0/1 columns."""
     files: list[str] = []
     cells: list[list[str]] = []
     for n, text in rows:
@@ -126,33 +169,7 @@ def read_celeba(root: Path) -> Dataset:
         name: normalise_labels(matrix[:, j], column=name, source=source, where=where)
         for j, name in enumerate(names)
     }
-
-    ids: list[str] = []
-    paths: list[Path] = []
-    dirs: dict[str, str] = {}
-    for i, f in enumerate(files):
-        rel, resolved = safe_image_path(
-            root, f"{IMAGE_DIR}/{f}", source=source, where=where(i), dirs=dirs
-        )
-        ids.append(rel)
-        paths.append(resolved)
-    check_unique_ids(ids, source=source)
-    splits = _read_partition(root, files) if (root / PARTITION_FILE).is_file() else None
-    require_files(paths, ids, root=root, source=source)
-
-    groups = tuple(g for g in DEFAULT_GROUPS if g in columns)
-    return Dataset(
-        root=root,
-        layout="celeba",
-        ids=np.asarray(ids, dtype=str),
-        columns=columns,
-        splits=splits,
-        default_targets=tuple(n for n in names if n not in groups),
-        default_groups=groups,
-        class_names={},
-        paths=paths,
-        array=None,
-    )
+    return files, columns
 
 
 def _read_partition(root: Path, files: list[str]) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -145,46 +146,9 @@ def read_npz(path: Path) -> Dataset:
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise DataError(f"{source} is a single .npy array, not an .npz bundle of named arrays.")
     with z:
-        keys = set(z.files)
-        required = {"images", "labels", "label_names"}
-        if not required <= keys:
-            raise DataError(
-                f"{source} lacks {', '.join(sorted(required - keys))} (members: "
-                f"{', '.join(sorted(keys)) or 'none'}); an npz bundle needs 'images' (uint8 NHWC "
-                "or NCHW), 'labels' and 'label_names', optionally 'groups'/'group_names', "
-                "'ids' and 'split'."
-            )
-        if ("groups" in keys) != ("group_names" in keys):
-            raise DataError(
-                f"{source} has only one of 'groups' and 'group_names'; give both (or neither)."
-            )
+        _check_members(set(z.files), source)
         try:
-            try:
-                images = _memmap_member(path, "images.npy")
-            except (OSError, ValueError, struct.error, zipfile.BadZipFile):
-                images = None  # not mappable: np.load reads it and reports what is wrong
-            if images is None:
-                images = z["images"]
-            labels = _label_matrix(z, "labels", images.shape[0], source)
-            label_names = _names(z, "label_names", labels.shape[1], source)
-            group_names: list[str] = []
-            groups = np.zeros((images.shape[0], 0), dtype=np.int64)
-            if "groups" in keys:
-                groups = _label_matrix(z, "groups", images.shape[0], source)
-                group_names = _names(z, "group_names", groups.shape[1], source)
-            n = images.shape[0]
-            ids = None
-            if "ids" in keys:
-                ids = [str(s) for s in _names(z, "ids", n, source)]
-            splits = None
-            if "split" in keys:
-                split_arr = np.asarray(z["split"])
-                if split_arr.dtype.kind not in "US" or split_arr.shape != (n,):
-                    raise DataError(
-                        f"'split' in {source} must be a ({n},) string array (dtype "
-                        f"{split_arr.dtype}, shape {split_arr.shape} given)."
-                    )
-                splits = np.asarray(split_arr, dtype=str)
+            m = _read_members(z, path, source)
         except ValueError as e:
             # np.load refuses object (pickled) members when allow_pickle=False.
             raise DataError(
@@ -192,31 +156,93 @@ def read_npz(path: Path) -> Dataset:
                 "and ids as string arrays (np.array([...], dtype=str)), never object arrays."
             ) from e
 
-    images = _to_nchw(images, source)
-    clash = sorted(set(label_names) & set(group_names))
+    images = _to_nchw(m.images, source)
+    clash = sorted(set(m.label_names) & set(m.group_names))
     if clash:
         raise DataError(
             f"{source} uses the name(s) {', '.join(map(repr, clash))} in both 'label_names' and "
             "'group_names'; every column needs its own name."
         )
     columns: dict[str, np.ndarray] = {}
-    for matrix, names in ((labels, label_names), (groups, group_names)):
+    for matrix, names in ((m.labels, m.label_names), (m.groups, m.group_names)):
         for j, name in enumerate(names):
             columns[name] = normalise_labels(
                 matrix[:, j], column=name, source=source, where=lambda i: f"row {i} (0-based)"
             )
+    n = m.images.shape[0]
     return Dataset(
         root=path.parent,
         layout="npz",
-        ids=np.asarray(ids if ids is not None else [f"row-{i}" for i in range(n)], dtype=str),
+        ids=np.asarray(m.ids if m.ids is not None else [f"row-{i}" for i in range(n)], dtype=str),
         columns=columns,
-        splits=splits,
-        default_targets=tuple(label_names),
-        default_groups=tuple(group_names),
+        splits=m.splits,
+        default_targets=tuple(m.label_names),
+        default_groups=tuple(m.group_names),
         class_names={},
         paths=None,
         array=images,
     )
+
+
+def _check_members(keys: set[str], source: str) -> None:
+    """The required members are present, and groups come with their names."""
+    required = {"images", "labels", "label_names"}
+    if not required <= keys:
+        raise DataError(
+            f"{source} lacks {', '.join(sorted(required - keys))} (members: "
+            f"{', '.join(sorted(keys)) or 'none'}); an npz bundle needs 'images' (uint8 NHWC "
+            "or NCHW), 'labels' and 'label_names', optionally 'groups'/'group_names', "
+            "'ids' and 'split'."
+        )
+    if ("groups" in keys) != ("group_names" in keys):
+        raise DataError(
+            f"{source} has only one of 'groups' and 'group_names'; give both (or neither)."
+        )
+
+
+@dataclass(frozen=True)
+class _Members:
+    """The bundle's arrays, read and shape-checked (images still as stored)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    label_names: list[str]
+    groups: np.ndarray
+    group_names: list[str]
+    ids: list[str] | None
+    splits: np.ndarray | None
+
+
+def _read_members(z: np.lib.npyio.NpzFile, path: Path, source: str) -> _Members:
+    """Read every member (``images`` memory-mapped when stored uncompressed)."""
+    keys = set(z.files)
+    try:
+        images = _memmap_member(path, "images.npy")
+    except (OSError, ValueError, struct.error, zipfile.BadZipFile):
+        images = None  # not mappable: np.load reads it and reports what is wrong
+    if images is None:
+        images = z["images"]
+    labels = _label_matrix(z, "labels", images.shape[0], source)
+    label_names = _names(z, "label_names", labels.shape[1], source)
+    group_names: list[str] = []
+    groups = np.zeros((images.shape[0], 0), dtype=np.int64)
+    if "groups" in keys:
+        groups = _label_matrix(z, "groups", images.shape[0], source)
+        group_names = _names(z, "group_names", groups.shape[1], source)
+    n = images.shape[0]
+    ids = None
+    if "ids" in keys:
+        ids = [str(s) for s in _names(z, "ids", n, source)]
+    splits = None
+    if "split" in keys:
+        split_arr = np.asarray(z["split"])
+        if split_arr.dtype.kind not in "US" or split_arr.shape != (n,):
+            raise DataError(
+                f"'split' in {source} must be a ({n},) string array (dtype "
+                f"{split_arr.dtype}, shape {split_arr.shape} given)."
+            )
+        splits = np.asarray(split_arr, dtype=str)
+    return _Members(images, labels, label_names, groups, group_names, ids, splits)
 
 
 def _to_nchw(images: np.ndarray, source: str) -> np.ndarray:
