@@ -46,12 +46,8 @@ import numpy as np
 
 from audit import metrics as M
 from audit.criteria import GroupKey, Population, gap_arrays, predict_labels, uncertain
+from audit.risk import FLAT, RISK_HIGH, RISK_MEDIUM
 
-# Fallback risk cut-offs (a model file without calibrated ones); also the materiality of a
-# direction (FLAT).
-RISK_HIGH = 0.05
-RISK_MEDIUM = 0.02
-FLAT = RISK_MEDIUM
 _LEVELS = ("low", "medium", "high")
 
 RULE = (
@@ -62,11 +58,6 @@ RULE = (
     "expected flips move each group's FNR/FPR and the bias amplification; the forecast Δ is "
     "that move, with an interval from held-out-calibrated residuals. Risk is high / medium "
     "when the larger forecast Δ of the FNR/FPR gap reaches the benchmark-calibrated cut-offs."
-)
-
-DIRECTION_NOTE = (
-    f"A direction is up or down when |Δ| ≥ {FLAT} (the medium-risk threshold) and, for a "
-    "measured Δ, its 95% CI excludes 0; otherwise flat."
 )
 
 

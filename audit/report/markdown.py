@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from audit.forecast import DIRECTION_NOTE
 from audit.report._format import (
     GAP_METRICS,
     fmt_ci,
@@ -33,6 +32,7 @@ from audit.report._format import (
     verdict,
 )
 from audit.report.schema import to_plain
+from audit.risk import DIRECTION_NOTE
 
 #: GitHub refuses comments of 65,536 characters or more; stay well under it.
 MAX_CHARS = 60_000

@@ -1,43 +1,34 @@
-"""Hand-built inline SVG charts for the HTML report (no plotting library, no network).
+"""The four chart kinds of the HTML report, drawn on :class:`audit.report.svg.canvas.Canvas`.
 
-Owns: geometry and drawing of four chart kinds -- lines over an ordinal x axis with an
-optional shaded band, grouped bars, a reliability diagram, and a histogram of p with one
-switchable overlay per pruned level. Must not: read the report
-dict or compute a metric; callers pass the numbers to draw. Every string that reaches the
-SVG (titles, legend entries, tooltips) is escaped here, and the result is returned as
-``markupsafe.Markup`` only after escaping.
+Owns: lines over an ordinal x axis with an optional shaded band, grouped bars, a reliability
+diagram, and a histogram of p with one switchable overlay per pruned level, and their input
+types. Must not read the report dict or compute a metric; callers pass the numbers to draw.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from markupsafe import Markup, escape
 
-#: Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
-PALETTE: tuple[str, ...] = (
-    "#0072B2",
-    "#E69F00",
-    "#009E73",
-    "#CC79A7",
-    "#D55E00",
-    "#56B4E9",
-    "#000000",
+from audit.report.svg.canvas import (
+    BAND_FILL,
+    CHAR_W,
+    GAP_COLOUR,
+    PALETTE,
+    PLOT_H,
+    Canvas,
+    clip,
+    draw_marker,
+    fmt_tick,
+    is_finite,
+    nice_range,
+    polyline_points,
+    split_segments,
+    tick_values,
 )
-#: Dash patterns and marker shapes repeat the colour cue so that no series relies on hue.
-DASHES: tuple[str, ...] = ("", "6 3", "2 2", "8 3 2 3", "1 3", "10 4")
-MARKERS: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
-BAND_FILL = "#7f7f7f"
-GAP_COLOUR = "#333333"
-
-_W, _H = 380, 230
-_LEFT, _RIGHT, _TOP, _BOTTOM = 52, 14, 30, 40
-_LEGEND_LINE = 15
-_CHAR_W = 6.4
-_ids = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -83,178 +74,6 @@ class Curve:
     marker: str = "circle"
 
 
-def style(i: int) -> tuple[str, str, str]:
-    """Colour, dash pattern and marker of the ``i``-th series.
-
-    Parameters
-    ----------
-    i : int
-        Series index.
-
-    Returns
-    -------
-    tuple of str
-        ``(colour, dash, marker)``.
-    """
-    return PALETTE[i % len(PALETTE)], DASHES[i % len(DASHES)], MARKERS[i % len(MARKERS)]
-
-
-def _ok(v: float | None) -> bool:
-    return v is not None and isinstance(v, int | float) and math.isfinite(v)
-
-
-def _nice_range(values: Sequence[float | None]) -> tuple[float, float, float]:
-    """Y range covering the values and 0, with ends on multiples of a 1-2-2.5-5 step."""
-    finite = [float(v) for v in values if _ok(v)]
-    lo = min(min(finite, default=0.0), 0.0)
-    hi = max(finite, default=1.0)
-    if hi - lo < 1e-9:
-        hi = lo + 1.0
-    step = _nice_step((hi - lo) / 5)
-    return math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step, step
-
-
-def _nice_step(raw: float) -> float:
-    exp = math.floor(math.log10(raw)) if raw > 0 else 0
-    base = raw / 10**exp
-    nice = next(n for n in (1, 2, 2.5, 5, 10) if n >= base - 1e-12)
-    return nice * 10**exp
-
-
-def _ticks(lo: float, hi: float, step: float) -> list[float]:
-    """Ticks on the multiples of ``step`` within [lo, hi]."""
-    first = math.ceil(lo / step - 1e-9)
-    last = math.floor(hi / step + 1e-9)
-    return [i * step for i in range(first, last + 1)]
-
-
-def _fmt_tick(v: float) -> str:
-    text = f"{v:.3f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def _marker(shape: str, x: float, y: float, colour: str, tip: str) -> str:
-    title = f"<title>{escape(tip)}</title>"
-    if shape == "square":
-        return (
-            f'<rect x="{x - 3.5:.1f}" y="{y - 3.5:.1f}" width="7" height="7" '
-            f'fill="{colour}">{title}</rect>'
-        )
-    if shape == "triangle":
-        pts = f"{x:.1f},{y - 4.5:.1f} {x + 4.2:.1f},{y + 3:.1f} {x - 4.2:.1f},{y + 3:.1f}"
-        return f'<polygon points="{pts}" fill="{colour}">{title}</polygon>'
-    if shape == "diamond":
-        pts = (
-            f"{x:.1f},{y - 4.5:.1f} {x + 4.5:.1f},{y:.1f} "
-            f"{x:.1f},{y + 4.5:.1f} {x - 4.5:.1f},{y:.1f}"
-        )
-        return f'<polygon points="{pts}" fill="{colour}">{title}</polygon>'
-    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.6" fill="{colour}">{title}</circle>'
-
-
-def _segments(points: Sequence[tuple[float, float] | None]) -> list[list[tuple[float, float]]]:
-    """Split a polyline where values are undefined: an undefined value is a gap, not zero."""
-    out: list[list[tuple[float, float]]] = [[]]
-    for p in points:
-        if p is None:
-            if out[-1]:
-                out.append([])
-        else:
-            out[-1].append(p)
-    return [s for s in out if s]
-
-
-def _path(seg: Sequence[tuple[float, float]]) -> str:
-    return " ".join(f"{x:.1f},{y:.1f}" for x, y in seg)
-
-
-class _Canvas:
-    """Plot area bookkeeping shared by the three chart kinds."""
-
-    def __init__(self, title: str, legend: Sequence[str], key: str, css: str) -> None:
-        self.id = f"plot{next(_ids)}"
-        self.title = title
-        self.key = key
-        self.css = css
-        self.legend_h = _LEGEND_LINE * len(legend) + (6 if legend else 0)
-        self.height = _H + self.legend_h
-        self.x0, self.x1 = _LEFT, _W - _RIGHT
-        self.y0, self.y1 = _H - _BOTTOM, _TOP
-        self.parts: list[str] = []
-
-    def open(self) -> None:
-        self.parts.append(
-            f'<svg xmlns="http://www.w3.org/2000/svg" class="plot {self.css}" '
-            f'data-plot="{escape(self.key)}" viewBox="0 0 {_W} {self.height}" '
-            f'width="{_W}" height="{self.height}" role="img" aria-labelledby="{self.id}-t">'
-            f'<title id="{self.id}-t">{escape(self.title)}</title>'
-            f'<text class="ptitle" x="{_W / 2:.0f}" y="16" text-anchor="middle">'
-            f"{escape(_clip(self.title, 58))}</text>"
-        )
-
-    def y_axis(self, lo: float, hi: float, step: float, label: str) -> None:
-        for t in _ticks(lo, hi, step):
-            y = self.sy(t, lo, hi)
-            self.parts.append(
-                f'<line class="grid" x1="{self.x0}" x2="{self.x1}" y1="{y:.1f}" y2="{y:.1f}"/>'
-                f'<text class="tick" x="{self.x0 - 5}" y="{y + 3.5:.1f}" text-anchor="end">'
-                f"{_fmt_tick(t)}</text>"
-            )
-        mid = (self.y0 + self.y1) / 2
-        self.parts.append(
-            f'<text class="axis" transform="translate(12 {mid:.0f}) rotate(-90)" '
-            f'text-anchor="middle">{escape(label)}</text>'
-            f'<line class="axisline" x1="{self.x0}" x2="{self.x0}" y1="{self.y0}" '
-            f'y2="{self.y1}"/><line class="axisline" x1="{self.x0}" x2="{self.x1}" '
-            f'y1="{self.y0}" y2="{self.y0}"/>'
-        )
-
-    def x_label(self, label: str) -> None:
-        self.parts.append(
-            f'<text class="axis" x="{(self.x0 + self.x1) / 2:.0f}" y="{_H - 6}" '
-            f'text-anchor="middle">{escape(label)}</text>'
-        )
-
-    def sy(self, v: float, lo: float, hi: float) -> float:
-        return self.y0 - (v - lo) / (hi - lo) * (self.y0 - self.y1)
-
-    def legend(self, entries: Sequence[tuple[str, str, str, str]], *, first_row: int = 0) -> None:
-        """Entries: (label, colour, dash, kind) with kind 'line', 'band', 'area' or 'bar'."""
-        for i, (label, colour, dash, kind) in enumerate(entries, start=first_row):
-            y = _H + 4 + i * _LEGEND_LINE
-            if kind == "band":
-                sw = (
-                    f'<rect x="{_LEFT}" y="{y - 5}" width="22" height="10" fill="{BAND_FILL}" '
-                    f'fill-opacity="0.3"/><line x1="{_LEFT}" x2="{_LEFT + 22}" y1="{y}" '
-                    f'y2="{y}" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/>'
-                )
-            elif kind == "area":
-                sw = (
-                    f'<rect x="{_LEFT}" y="{y - 5}" width="22" height="10" fill="{colour}" '
-                    f'fill-opacity="0.3"/>'
-                )
-            elif kind == "bar":
-                sw = f'<rect x="{_LEFT + 5}" y="{y - 5}" width="12" height="10" fill="{colour}"/>'
-            else:
-                sw = (
-                    f'<line x1="{_LEFT}" x2="{_LEFT + 22}" y1="{y}" y2="{y}" stroke="{colour}" '
-                    f'stroke-width="2" stroke-dasharray="{dash}"/>'
-                )
-            self.parts.append(
-                f'<g class="legend">{sw}<text x="{_LEFT + 28}" y="{y + 4}">'
-                f"{escape(_clip(label, 48))}</text></g>"
-            )
-
-    def close(self) -> Markup:
-        self.parts.append("</svg>")
-        # Every data-derived string above went through escape(); numbers are formatted here.
-        return Markup("".join(self.parts))
-
-
-def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
 def line_chart(
     *,
     title: str,
@@ -288,12 +107,12 @@ def line_chart(
         The ``<svg>`` element.
     """
     legend = [s.label for s in series] + ([band.label] if band else [])
-    c = _Canvas(title, legend, key, "line-chart")
+    c = Canvas(title, legend, key, "line-chart")
     c.open()
     values: list[float | None] = [v for s in series for v in s.values]
     if band:
         values += list(band.lower) + list(band.upper) + list(band.centre)
-    lo, hi, step_y = _nice_range(values)
+    lo, hi, step_y = nice_range(values)
     c.y_axis(lo, hi, step_y, y_label)
     n = max(len(x_labels), 1)
     step = (c.x1 - c.x0 - 30) / max(n - 1, 1)
@@ -309,12 +128,16 @@ def line_chart(
     c.x_label(x_label)
     if band:
         pts = [
-            (sx(i), c.sy(lw, lo, hi), c.sy(up, lo, hi)) if _ok(lw) and _ok(up) else None
+            (sx(i), c.sy(lw, lo, hi), c.sy(up, lo, hi)) if is_finite(lw) and is_finite(up) else None
             for i, (lw, up) in enumerate(zip(band.lower, band.upper, strict=False))
         ]
-        for seg in _segments([(p[0], p[1]) if p else None for p in pts]):
+        for seg in split_segments([(p[0], p[1]) if p else None for p in pts]):
             uppers = [next(p for p in pts if p and p[0] == x) for x, _ in seg]
-            poly = _path(seg) + " " + _path([(p[0], p[2]) for p in reversed(uppers)])
+            poly = (
+                polyline_points(seg)
+                + " "
+                + polyline_points([(p[0], p[2]) for p in reversed(uppers)])
+            )
             c.parts.append(
                 f'<polygon class="band" points="{poly}" fill="{BAND_FILL}" fill-opacity="0.3">'
                 f"<title>{escape(band.label)}</title></polygon>"
@@ -343,21 +166,21 @@ def line_chart(
 
 
 def _draw_line(
-    c: _Canvas, values, sx, lo, hi, colour, dash, marker, label, x_labels, lower=None, upper=None
+    c: Canvas, values, sx, lo, hi, colour, dash, marker, label, x_labels, lower=None, upper=None
 ) -> None:
-    pts = [(sx(i), c.sy(v, lo, hi)) if _ok(v) else None for i, v in enumerate(values)]
-    for seg in _segments(pts):
+    pts = [(sx(i), c.sy(v, lo, hi)) if is_finite(v) else None for i, v in enumerate(values)]
+    for seg in split_segments(pts):
         c.parts.append(
-            f'<polyline points="{_path(seg)}" fill="none" stroke="{colour}" stroke-width="2" '
-            f'stroke-dasharray="{dash}"/>'
+            f'<polyline points="{polyline_points(seg)}" fill="none" stroke="{colour}" '
+            f'stroke-width="2" stroke-dasharray="{dash}"/>'
         )
     for i, p in enumerate(pts):
         if p is None:
             continue
         tip = f"{label} @ {x_labels[i] if i < len(x_labels) else i}: {values[i]:.3f}"
-        if lower is not None and upper is not None and _ok(lower[i]) and _ok(upper[i]):
+        if lower is not None and upper is not None and is_finite(lower[i]) and is_finite(upper[i]):
             tip += f" [{lower[i]:.3f}, {upper[i]:.3f}]"
-        c.parts.append(_marker(marker, p[0], p[1], colour, tip))
+        c.parts.append(draw_marker(marker, p[0], p[1], colour, tip))
 
 
 def bar_chart(
@@ -389,9 +212,9 @@ def bar_chart(
     Markup
         The ``<svg>`` element.
     """
-    c = _Canvas(title, [b.label for b in bars], key, "bar-chart")
+    c = Canvas(title, [b.label for b in bars], key, "bar-chart")
     c.open()
-    lo, hi, step_y = _nice_range([v for b in bars for v in b.values])
+    lo, hi, step_y = nice_range([v for b in bars for v in b.values])
     c.y_axis(lo, hi, step_y, y_label)
     n = max(len(categories), 1)
     group_w = (c.x1 - c.x0) / n
@@ -400,12 +223,12 @@ def bar_chart(
         gx = c.x0 + gi * group_w + (group_w - bar_w * len(bars)) / 2
         c.parts.append(
             f'<text class="tick" x="{c.x0 + (gi + 0.5) * group_w:.1f}" y="{c.y0 + 14}" '
-            f'text-anchor="middle">{escape(_clip(cat, max(4, int(group_w / _CHAR_W))))}</text>'
+            f'text-anchor="middle">{escape(clip(cat, max(4, int(group_w / CHAR_W))))}</text>'
         )
         for bi, b in enumerate(bars):
             v = b.values[gi] if gi < len(b.values) else None
             x = gx + bi * bar_w
-            if not _ok(v):
+            if not is_finite(v):
                 c.parts.append(
                     f'<text class="na" x="{x + bar_w / 2:.1f}" y="{c.y0 - 4}" '
                     f'text-anchor="middle">n/a<title>{escape(b.label)}, {escape(cat)}: '
@@ -442,7 +265,7 @@ def reliability_chart(*, title: str, key: str, curves: Sequence[Curve]) -> Marku
     Markup
         The ``<svg>`` element, with the diagonal of perfect calibration.
     """
-    c = _Canvas(title, [cv.label for cv in curves] + ["perfect calibration"], key, "calib-chart")
+    c = Canvas(title, [cv.label for cv in curves] + ["perfect calibration"], key, "calib-chart")
     c.open()
     c.y_axis(0.0, 1.0, 0.25, "observed positive rate")
     side = c.y0 - c.y1
@@ -451,25 +274,25 @@ def reliability_chart(*, title: str, key: str, curves: Sequence[Curve]) -> Marku
     def sx(v: float) -> float:
         return x0 + v * side
 
-    for t in _ticks(0.0, 1.0, 0.25):
+    for t in tick_values(0.0, 1.0, 0.25):
         c.parts.append(
             f'<text class="tick" x="{sx(t):.1f}" y="{c.y0 + 14}" text-anchor="middle">'
-            f"{_fmt_tick(t)}</text>"
+            f"{fmt_tick(t)}</text>"
         )
     c.parts.append(
-        f'<text class="axis" x="{sx(0.5):.0f}" y="{_H - 6}" text-anchor="middle">'
+        f'<text class="axis" x="{sx(0.5):.0f}" y="{PLOT_H - 6}" text-anchor="middle">'
         f"mean predicted p</text>"
         f'<line class="diag" x1="{sx(0):.1f}" y1="{c.y0}" x2="{sx(1):.1f}" y2="{c.y1}" '
         f'stroke="{BAND_FILL}" stroke-dasharray="3 3"/>'
     )
     for cv in curves:
         pts = [
-            (sx(float(x)), c.sy(float(y), 0.0, 1.0)) if _ok(x) and _ok(y) else None
+            (sx(float(x)), c.sy(float(y), 0.0, 1.0)) if is_finite(x) and is_finite(y) else None
             for x, y in zip(cv.x, cv.y, strict=False)
         ]
-        for seg in _segments(pts):
+        for seg in split_segments(pts):
             c.parts.append(
-                f'<polyline points="{_path(seg)}" fill="none" stroke="{cv.colour}" '
+                f'<polyline points="{polyline_points(seg)}" fill="none" stroke="{cv.colour}" '
                 f'stroke-width="2" stroke-dasharray="{cv.dash}"/>'
             )
         for i, p in enumerate(pts):
@@ -479,7 +302,7 @@ def reliability_chart(*, title: str, key: str, curves: Sequence[Curve]) -> Marku
             tip = f"{cv.label}: mean p {cv.x[i]:.3f}, observed {cv.y[i]:.3f}" + (
                 f", n={n}" if n is not None else ""
             )
-            c.parts.append(_marker(cv.marker, p[0], p[1], cv.colour, tip))
+            c.parts.append(draw_marker(cv.marker, p[0], p[1], cv.colour, tip))
     c.legend(
         [(cv.label, cv.colour, cv.dash, "line") for cv in curves]
         + [("perfect calibration", BAND_FILL, "3 3", "line")]
@@ -529,10 +352,10 @@ def histogram_chart(
         The ``<svg>`` element; every bin has a tooltip listing all models' counts.
     """
     rows = ["base"] + (["overlay"] if overlays else []) + (["band"] if band else [])
-    c = _Canvas(title, rows, key, "hist-chart")
+    c = Canvas(title, rows, key, "hist-chart")
     c.open()
     values = [float(v) for h in (base, *overlays) for v in h.counts]
-    lo, hi, step_y = _nice_range(values)
+    lo, hi, step_y = nice_range(values)
     if step_y < 1:  # counts: no fractional ticks
         step_y, hi = 1.0, float(max(math.ceil(hi), 1))
     c.y_axis(lo, hi, step_y, "samples")
@@ -541,15 +364,15 @@ def histogram_chart(
     def sx(v: float) -> float:
         return c.x0 + (v - e0) / (e1 - e0) * (c.x1 - c.x0)
 
-    for t in _ticks(e0, e1, 0.25):
+    for t in tick_values(e0, e1, 0.25):
         c.parts.append(
             f'<text class="tick" x="{sx(t):.1f}" y="{c.y0 + 14}" text-anchor="middle">'
-            f"{_fmt_tick(t)}</text>"
+            f"{fmt_tick(t)}</text>"
         )
     c.x_label(x_label)
     band_label = ""
     if band:
-        band_label = f"uncertainty band ({_fmt_tick(band[0])}, {_fmt_tick(band[1])})"
+        band_label = f"uncertainty band ({fmt_tick(band[0])}, {fmt_tick(band[1])})"
         c.parts.append(
             f'<rect class="band" x="{sx(band[0]):.1f}" y="{c.y1}" '
             f'width="{sx(band[1]) - sx(band[0]):.1f}" height="{c.y0 - c.y1}" '
@@ -565,7 +388,7 @@ def histogram_chart(
 
 
 def _hist_bars(
-    c: _Canvas,
+    c: Canvas,
     sx: Callable[[float], float],
     edges: Sequence[float],
     base: Histogram,
@@ -585,7 +408,7 @@ def _hist_bars(
 
 
 def _hist_overlays(
-    c: _Canvas,
+    c: Canvas,
     sx: Callable[[float], float],
     edges: Sequence[float],
     overlays: Sequence[Histogram],
@@ -608,7 +431,7 @@ def _hist_overlays(
         pts.append((sx(edges[-1]), float(c.y0)))
         c.parts.append(
             f'<g class="hist-level{" off" if off else ""}" data-level="{escape(ov.level)}">'
-            f'<polyline points="{_path(pts)}" fill="none" stroke="{ocolour}" '
+            f'<polyline points="{polyline_points(pts)}" fill="none" stroke="{ocolour}" '
             f'stroke-width="2" stroke-dasharray="{dash}"/>'
         )
         c.legend([(ov.label, ocolour, dash, "line")], first_row=1)
@@ -616,7 +439,7 @@ def _hist_overlays(
 
 
 def _hist_tooltips(
-    c: _Canvas,
+    c: Canvas,
     sx: Callable[[float], float],
     edges: Sequence[float],
     histograms: Sequence[Histogram],
