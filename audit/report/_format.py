@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from audit.results import Report
+
 NA = "n/a"
 
 #: Gap metrics shown in per-group tables, in reading order.
@@ -292,6 +294,62 @@ def levels(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """
     found = get(report, "validation", "levels")
     return [lv for lv in found if isinstance(lv, Mapping)] if isinstance(found, list) else []
+
+
+def _typed(report: Mapping[str, Any]) -> Report | None:
+    """The report as typed results, or None for a dict they cannot read (a partial one)."""
+    try:
+        return Report.from_json(report)
+    except ValueError:
+        return None
+
+
+def named_levels(report: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], str]]:
+    """Each validated level with its name, the key of its entries in the plot data.
+
+    Parameters
+    ----------
+    report : Mapping
+        The report dict.
+
+    Returns
+    -------
+    list of (Mapping, str)
+        The levels in report order, each with ``LevelResult.name`` (a level's label, else its
+        sparsity as the runner writes it); empty when not validated or not readable.
+    """
+    typed = _typed(report)
+    if typed is None or typed.validation is None:
+        return []
+    raw = get(report, "validation", "levels")
+    return [(raw[i], lv.name) for i, lv in enumerate(typed.validation.levels)]
+
+
+def graded_level(report: Mapping[str, Any]) -> tuple[Mapping[str, Any], str] | None:
+    """The level the forecast was graded at, with its name (see :func:`named_levels`).
+
+    That is the first level the gate judged, decided once in :mod:`audit.results`
+    (``Report.judged_levels``); renderers ask it instead of matching sparsities.
+
+    Parameters
+    ----------
+    report : Mapping
+        The report dict.
+
+    Returns
+    -------
+    (Mapping, str) or None
+        The level's dict and name; None when the forecast was not graded (no validation,
+        no ``forecast_agreement``) or the report is not readable as typed results.
+    """
+    if not isinstance(get(report, "validation", "forecast_agreement"), Mapping):
+        return None
+    typed = _typed(report)
+    judged = typed.judged_levels() if typed is not None else []
+    if typed is None or typed.validation is None or not judged:
+        return None
+    i = next(i for i, lv in enumerate(typed.validation.levels) if lv is judged[0])
+    return get(report, "validation", "levels")[i], judged[0].name
 
 
 def level_label(level: Mapping[str, Any] | None) -> str:

@@ -25,6 +25,7 @@ from audit.report._format import (
     fmt_sparsity,
     forecast_benchmark_lines,
     get,
+    graded_level,
     is_number,
     level_label,
     levels,
@@ -333,7 +334,8 @@ def _forecast(report: Mapping[str, Any], max_rows: int | None) -> list[str]:
         for a in (get(agreement, "pairs") or [])
         if isinstance(a, Mapping)
     }
-    level = next((lv for lv in levels(report) if is_number(at) and lv.get("sparsity") == at), None)
+    graded = graded_level(report)
+    level = graded[0] if graded is not None else None
     target = fc.get("target_sparsity")
     head = f"### Forecast: {_cell(fc.get('verdict') or na('not in report'))} risk"
     head += f" at sparsity {fmt_sparsity(target)}" if is_number(target) else ""

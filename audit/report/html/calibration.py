@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from audit.report import svg
-from audit.report._format import fmt_num, get, is_number, levels
+from audit.report._format import fmt_num, get, is_number, named_levels
 from audit.report.html.cells import Plot
-from audit.report.html.readers import float_or_inf, level_key_matches, model_label
+from audit.report.html.readers import float_or_inf, model_label
 
 
 def calibration_plots(report: Mapping[str, Any]) -> list[Plot]:
@@ -16,7 +16,8 @@ def calibration_plots(report: Mapping[str, Any]) -> list[Plot]:
     curves_by_target = report.get("calibration_curves")
     if not isinstance(curves_by_target, Mapping):
         return []
-    lvls = levels(report)
+    # Plot data is keyed by each level's name (its label, or its sparsity as text).
+    by_name = {name: lv for lv, name in named_levels(report)}
     plots = []
     for target, by_model in curves_by_target.items():
         if not isinstance(by_model, Mapping):
@@ -25,7 +26,7 @@ def calibration_plots(report: Mapping[str, Any]) -> list[Plot]:
         curves = []
         for i, key in enumerate(k for k in keys if isinstance(by_model.get(k), Mapping)):
             data = by_model[key]
-            level = next((lv for lv in lvls if level_key_matches(lv, key)), None)
+            level = by_name.get(key)
             metrics = get(report, "dense") if key == "dense" else get(level, "metrics")
             ece = get(metrics, "default", target, "overall", "ece")
             name = "dense" if key == "dense" else model_label(level) if level else key

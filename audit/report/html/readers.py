@@ -1,7 +1,8 @@
 """Look-ups into the report dict that several sections share.
 
-Owns: the target order, cells by group value, a model's display label, and matching plot
-keys (a level's label or its sparsity written as text) to levels. Must not compute a metric.
+Owns: the target order, cells by group value, a model's display label, and the sort order
+of plot keys. Must not compute a metric; which level was graded and which plot key is a
+level's are asked of :mod:`audit.report._format` (typed results), not parsed here.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from audit.report._format import fmt_sparsity, get, is_number, level_label
+from audit.report._format import fmt_sparsity, get, level_label
 
 
 def targets(report: Mapping[str, Any]) -> list[str]:
@@ -38,15 +39,3 @@ def float_or_inf(key: str) -> float:
         return float(key)
     except ValueError:
         return float("inf")
-
-
-def level_key_matches(level: Mapping[str, Any], key: str) -> bool:
-    """Plot data is keyed by each level's label (its sparsity, or a supplied file's name)."""
-    if level.get("source") == "supplied":
-        return level.get("label") == key
-    return same_sparsity(level.get("sparsity"), key)
-
-
-def same_sparsity(value: Any, key: str) -> bool:
-    """Whether a sparsity equals a plot key written as text (to within 1e-9)."""
-    return is_number(value) and abs(float(value) - float_or_inf(key)) < 1e-9

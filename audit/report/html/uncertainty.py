@@ -6,13 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from audit.report import svg
-from audit.report._format import fmt_num, get, is_number, levels
+from audit.report._format import fmt_num, get, graded_level, is_number, levels
 from audit.report.html.cells import Plot, PlotGroup
 from audit.report.html.readers import (
     cells_by_value,
     float_or_inf,
     model_label,
-    same_sparsity,
     targets,
 )
 
@@ -107,8 +106,8 @@ def histogram_plots(
     level_keys = sorted(
         {k for cell in cells for k in cell["counts"] if k != "dense"}, key=float_or_inf
     )
-    graded = get(report, "validation", "forecast_agreement", "sparsity")
-    shown = next((k for k in level_keys if same_sparsity(graded, k)), None)
+    graded = graded_level(report)
+    shown = graded[1] if graded is not None and graded[1] in level_keys else None
     if shown is None and level_keys:
         shown = level_keys[-1]
     choices = [{"key": k, "label": f"sparsity {k}", "selected": k == shown} for k in level_keys]
