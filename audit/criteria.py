@@ -437,44 +437,37 @@ def metrics_block(pop: Population, probs: np.ndarray, thresholds: np.ndarray) ->
     pred = predict_labels(probs, thresholds, pop.task)
     unc = uncertain(probs, pop.task, pop.band)
     all_cells = np.zeros(pop.n, dtype=np.int64)
-    overall_rates = M.rates_from_counts(
-        M.confusion_counts(pop.labels, pred, all_cells, n_cells=1, extra=unc)[:, 0, :]
-    )
+    overall = M.confusion_counts(pop.labels, pred, all_cells, n_cells=1, extra=unc)
+    overall_rates = M.rates_from_counts(overall[:, 0, :])
+    overall_ece, overall_u = _calibration_cells(pop, probs, overall, all_cells, 1)
     block: dict[str, Any] = {}
     key_data = []
     for key in pop.keys:
         counts = cell_counts(pop, key, pred, unc)
-        key_data.append((key, counts, M.rates_from_counts(counts), gap_arrays(key, counts)))
+        ece, u = _calibration_cells(pop, probs, counts, key.cells, key.n_cells)
+        key_data.append((key, M.rates_from_counts(counts), gap_arrays(key, counts), ece, u))
     for a, target in enumerate(pop.targets):
-        y = pop.labels[:, a]
-        p = probs[:, a]
-        train_rate = float(pop.train_positive_rate[a])
         entry: dict[str, Any] = {
             "threshold": float(thresholds[a]) if pop.task != "multiclass" else None,
             "overall": _cell_dict(
                 overall_rates,
                 a,
                 None,
-                ece=M.expected_calibration_error(y, p),
-                underprediction=M.underprediction_ratio(
-                    y, pred[:, a], train_positive_rate=train_rate
-                ),
+                ece=overall_ece[a, 0],
+                underprediction=overall_u[a, 0],
                 where="the evaluation set",
             ),
             "by_group": {},
         }
-        for key, _counts, rates, gaps in key_data:
+        for key, rates, gaps, ece, u in key_data:
             cells = []
             for c, value in enumerate(key.values):
-                sel = key.cells == c
                 cell = _cell_dict(
                     rates,
                     a,
                     c,
-                    ece=M.expected_calibration_error(y[sel], p[sel]),
-                    underprediction=M.underprediction_ratio(
-                        y[sel], pred[sel, a], train_positive_rate=train_rate
-                    ),
+                    ece=ece[a, c],
+                    underprediction=u[a, c],
                     where=f"{key.name}={value}",
                 )
                 cell["value"] = value
@@ -507,6 +500,15 @@ def metrics_block(pop: Population, probs: np.ndarray, thresholds: np.ndarray) ->
             }
         block[target] = entry
     return block
+
+
+def _calibration_cells(
+    pop: Population, probs: np.ndarray, counts: np.ndarray, cells: np.ndarray, n_cells: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """ECE and U per (target, cell), from the engine's binned sums and confusion counts."""
+    ece = M.ece_from_binned(M.binned_sums(pop.labels, probs, cells, n_cells=n_cells))
+    u = M.underprediction_from_counts(counts, train_positive_rate=pop.train_positive_rate)
+    return ece, u
 
 
 def _ba_count_reason(rates: dict[str, np.ndarray], a: int, key: GroupKey) -> str:

@@ -300,36 +300,41 @@ def flips(
     likewise for dense negatives. Undefined (None) when the denominator is 0.
     """
     flipped = dense_pred != pruned_pred
-    p2n = (dense_pred == 1) & (pruned_pred == 0)
-    n2p = (dense_pred == 0) & (pruned_pred == 1)
-
-    def stats(sel: np.ndarray, a: int) -> dict[str, Any]:
-        n = int(sel.sum())
-        dpos = int((dense_pred[sel, a] == 1).sum())
-        dneg = n - dpos
-        f = int(flipped[sel, a].sum())
-        return {
-            "n": n,
-            "flips": f,
-            "flip_rate": f / n if n else None,
-            "pos_to_neg_flip_rate": int(p2n[sel, a].sum()) / dpos if dpos else None,
-            "neg_to_pos_flip_rate": int(n2p[sel, a].sum()) / dneg if dneg else None,
-        }
-
-    everyone = np.ones(pop.n, dtype=bool)
+    # Counted by the engine with the dense prediction as "label": tp/tn kept, fn = pos → neg,
+    # fp = neg → pos.
+    overall = M.confusion_counts(dense_pred, pruned_pred, np.zeros(pop.n, np.intp), n_cells=1)
+    by_key = [
+        (key, M.confusion_counts(dense_pred, pruned_pred, key.cells, n_cells=key.n_cells))
+        for key in pop.keys
+    ]
     out = {}
     for a, target in enumerate(pop.targets):
         out[target] = {
-            "overall": stats(everyone, a),
+            "overall": _flip_stats(overall[a, 0]),
             "by_group": {
                 key.name: [
-                    {"value": value, **stats(key.cells == c, a)}
+                    {"value": value, **_flip_stats(counts[a, c])}
                     for c, value in enumerate(key.values)
                 ]
-                for key in pop.keys
+                for key, counts in by_key
             },
         }
     return out, flipped
+
+
+def _flip_stats(counts: np.ndarray) -> dict[str, Any]:
+    """Flip counts and rates of one cell from its (dense, pruned) confusion counts."""
+    kept_pos, neg_to_pos, kept_neg, pos_to_neg = (int(v) for v in counts[:4])
+    n = kept_pos + neg_to_pos + kept_neg + pos_to_neg
+    dpos, dneg = kept_pos + pos_to_neg, kept_neg + neg_to_pos
+    f = neg_to_pos + pos_to_neg
+    return {
+        "n": n,
+        "flips": f,
+        "flip_rate": f / n if n else None,
+        "pos_to_neg_flip_rate": pos_to_neg / dpos if dpos else None,
+        "neg_to_pos_flip_rate": neg_to_pos / dneg if dneg else None,
+    }
 
 
 def ranking_quality(
@@ -380,12 +385,18 @@ def forecast_agreement(
     for pair in forecast["pairs"]:
         at = next(
             (b for b in pair.get("by_sparsity", ()) if np.isclose(b["sparsity"], s)),
-            {"predicted_delta": pair["predicted_delta"], "risk": pair["risk"],
-             "interval": pair.get("interval") or {}},
+            {
+                "predicted_delta": pair["predicted_delta"],
+                "risk": pair["risk"],
+                "interval": pair.get("interval") or {},
+            },
         )
         deltas = level["delta"][mode][pair["target"]]["by_group"][pair["group"]]
-        metrics = [m for m in ("fnr_gap", "fpr_gap", "bias_amplification")
-                   if m in at["predicted_delta"] and m in deltas]
+        metrics = [
+            m
+            for m in ("fnr_gap", "fpr_gap", "bias_amplification")
+            if m in at["predicted_delta"] and m in deltas
+        ]
         measured = {m: deltas[m]["value"] for m in metrics}
         ci = {m: deltas[m].get("ci") for m in metrics}
         defined = [measured[m] for m in ("fnr_gap", "fpr_gap") if measured.get(m) is not None]

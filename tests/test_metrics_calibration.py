@@ -132,3 +132,45 @@ def test_errors() -> None:
         multiclass_expected_calibration_error(np.array([0.0, 1.0]), probs)
     with pytest.raises(ValueError, match="`probs` must have 2 dimension"):
         multiclass_expected_calibration_error(np.array([0, 1]), np.array([0.5, 0.5]))
+
+
+def test_per_cell_ece_from_the_engine_equals_ece_of_each_cell() -> None:
+    """binned_sums + ece_from_binned (one pass over every cell) = ECE on each cell's rows."""
+    from audit.metrics import binned_sums, ece_from_binned
+
+    rng = np.random.default_rng(3)
+    n, n_attr, n_cells = 400, 3, 4
+    y = rng.integers(0, 2, size=(n, n_attr))
+    p = rng.random((n, n_attr))
+    p[:7, 0] = 1.0  # p = 1 falls into the last bin
+    p[7:12, 1] = 0.0
+    cells = rng.integers(0, n_cells - 1, size=n)  # the last cell stays empty
+    ece = ece_from_binned(binned_sums(y, p, cells, n_cells=n_cells))
+    assert ece.shape == (n_attr, n_cells)
+    for a in range(n_attr):
+        for c in range(n_cells - 1):
+            sel = cells == c
+            assert ece[a, c] == pytest.approx(
+                expected_calibration_error(y[sel, a], p[sel, a]), abs=1e-12
+            )
+        assert np.isnan(ece[a, n_cells - 1])  # no samples: undefined, not 0
+
+
+def test_binned_sums_hand_computed_and_errors() -> None:
+    from audit.metrics import binned_sums, ece_from_binned
+
+    y = np.array([[1], [0], [1], [0]])
+    p = np.array([[0.95], [0.15], [0.55], [0.52]])
+    sums = binned_sums(y, p, np.array([0, 0, 1, 1]), n_cells=2, n_bins=2)
+    # cell 0: bin 0 holds p=0.15 (y=0), bin 1 holds p=0.95 (y=1); cell 1: both in bin 1
+    np.testing.assert_allclose(sums[0, 0], [[1, 0.15, 0], [1, 0.95, 1]])
+    np.testing.assert_allclose(sums[0, 1], [[0, 0, 0], [2, 1.07, 1]])
+    np.testing.assert_allclose(ece_from_binned(sums)[0], [(0.15 + 0.05) / 2, 0.07 / 2])
+    with pytest.raises(ValueError, match="same shape"):
+        binned_sums(y, p[:3], np.zeros(4, int), n_cells=1)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        binned_sums(y, p + 1, np.zeros(4, int), n_cells=1)
+    with pytest.raises(ValueError, match="n_cells"):
+        binned_sums(y, p, np.array([0, 0, 1, 2]), n_cells=2)
+    with pytest.raises(ValueError, match=r"\(\.\.\., n_bins, 3\)"):
+        ece_from_binned(np.zeros((2, 4)))

@@ -358,3 +358,29 @@ def test_ranking_errors() -> None:
         lift_at_k(S, L * 3, k=2)
     with pytest.raises(ValueError, match="`labels` has 5"):
         auroc(S, L[:5])
+
+
+def test_underprediction_from_counts_equals_the_ratio_of_each_cell() -> None:
+    """U from the engine's confusion counts = underprediction_ratio on each cell's rows."""
+    from audit.metrics import confusion_counts, underprediction_from_counts
+
+    rng = np.random.default_rng(5)
+    n = 300
+    y = rng.integers(0, 2, size=(n, 3))
+    yp = rng.integers(0, 2, size=(n, 3))
+    y[:, 2] = 1  # 1 - r = 0 for a rare-value-0 target: undefined
+    cells = rng.integers(0, 3, size=n)
+    rates = np.array([0.3, 0.7, 0.9])
+    u = underprediction_from_counts(
+        confusion_counts(y, yp, cells, n_cells=4), train_positive_rate=rates
+    )
+    assert u.shape == (3, 4)
+    for a in range(3):
+        for c in range(3):
+            sel = cells == c
+            want = underprediction_ratio(y[sel, a], yp[sel, a], train_positive_rate=rates[a])
+            assert np.isnan(u[a, c]) if np.isnan(want) else u[a, c] == want
+        assert np.isnan(u[a, 3])  # empty cell
+    assert np.isnan(u[2]).all()
+    with pytest.raises(ValueError, match="one rate in"):
+        underprediction_from_counts(np.ones((3, 4, 4)), train_positive_rate=[0.3, 1.5, 0.2])

@@ -29,6 +29,7 @@ from .bootstrap import (
 )
 from .calibration import (
     calibration_curve,
+    ece_from_binned,
     expected_calibration_error,
     multiclass_expected_calibration_error,
 )
@@ -36,6 +37,7 @@ from .groups import (
     STATISTICS,
     accuracy_gap,
     between_groups,
+    binned_sums,
     confusion_counts,
     demographic_parity_difference,
     encode_cells,
@@ -51,7 +53,11 @@ from .groups import (
 )
 from .interdependence import interdependence_r2
 from .ranking import auroc, lift_at_k, precision_at_k, recall_at_k
-from .thresholds import calibrate_thresholds, underprediction_ratio
+from .thresholds import (
+    calibrate_thresholds,
+    underprediction_from_counts,
+    underprediction_ratio,
+)
 from .uncertainty import (
     margin_uncertain_mask,
     probability_histogram,
@@ -72,9 +78,11 @@ __all__ = [
     "bias_amplification_from_counts",
     "bootstrap_weights",
     "calibrate_thresholds",
+    "binned_sums",
     "calibration_curve",
     "confusion_counts",
     "demographic_parity_difference",
+    "ece_from_binned",
     "encode_cells",
     "equalized_odds_difference",
     "equalized_odds_from_rates",
@@ -100,5 +108,6 @@ __all__ = [
     "tpr_gap",
     "uncertain_mask",
     "uncertainty_rate",
+    "underprediction_from_counts",
     "underprediction_ratio",
 ]

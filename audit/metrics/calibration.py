@@ -16,7 +16,8 @@ from numpy.typing import ArrayLike
 from ._validation import as_binary, as_prob, check_positive_int, check_same_length
 
 
-def _bin_index(p: np.ndarray, n_bins: int) -> np.ndarray:
+def bin_index(p: np.ndarray, n_bins: int) -> np.ndarray:
+    """The equal-width bin of each probability: ``min(floor(p * n_bins), n_bins - 1)``."""
     return np.minimum(np.floor(p * n_bins).astype(np.intp), n_bins - 1)
 
 
@@ -24,7 +25,7 @@ def _binned(
     outcome: np.ndarray, p: np.ndarray, n_bins: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-bin sample counts, sums of p and sums of the outcome."""
-    b = _bin_index(p, n_bins)
+    b = bin_index(p, n_bins)
     counts = np.bincount(b, minlength=n_bins).astype(np.float64)
     sum_p = np.bincount(b, weights=p, minlength=n_bins)
     sum_y = np.bincount(b, weights=outcome.astype(np.float64), minlength=n_bins)
@@ -37,6 +38,34 @@ def _ece(outcome: np.ndarray, p: np.ndarray, n_bins: int) -> float:
     counts, sum_p, sum_y = _binned(outcome, p, n_bins)
     # (n_b / N) * |sum_p / n_b - sum_y / n_b| = |sum_p - sum_y| / N, and 0 for empty bins
     return float(np.abs(sum_p - sum_y).sum() / p.shape[0])
+
+
+def ece_from_binned(sums: ArrayLike) -> np.ndarray:
+    """ECE from per-bin sums, for every leading index (e.g. per attribute and group cell).
+
+    With ``n_b``, ``S_p,b`` and ``S_y,b`` the count, sum of p and sum of y in bin ``b`` and
+    ``N = sum_b n_b``::
+
+        ECE = sum_b (n_b / N) * |S_p,b / n_b - S_y,b / n_b| = sum_b |S_p,b - S_y,b| / N
+
+    Parameters
+    ----------
+    sums : array-like of shape (..., n_bins, 3)
+        Count, sum of p and sum of y per bin (:func:`audit.metrics.groups.binned_sums`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ECE of shape ``sums.shape[:-2]``; NaN where there are no samples.
+    """
+    s = np.asarray(sums, dtype=np.float64)
+    if s.ndim < 2 or s.shape[-1] != 3:
+        raise ValueError(f"`sums` must have shape (..., n_bins, 3); got {s.shape}.")
+    n = s[..., 0].sum(axis=-1)
+    num = np.abs(s[..., 1] - s[..., 2]).sum(axis=-1)
+    out = np.full(n.shape, np.nan)
+    np.divide(num, n, out=out, where=n > 0)
+    return out
 
 
 def expected_calibration_error(y_true: ArrayLike, prob: ArrayLike, *, n_bins: int = 10) -> float:
@@ -164,7 +193,9 @@ def calibration_curve(
 
 
 __all__ = [
+    "bin_index",
     "calibration_curve",
+    "ece_from_binned",
     "expected_calibration_error",
     "multiclass_expected_calibration_error",
 ]

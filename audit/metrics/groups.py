@@ -24,7 +24,8 @@ from collections.abc import Hashable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._validation import as_binary, check_ndim, check_same_length
+from ._validation import as_binary, as_prob, check_ndim, check_positive_int, check_same_length
+from .calibration import bin_index
 
 #: Order of the statistics along the last axis of :func:`confusion_counts`.
 STATISTICS: tuple[str, ...] = ("tp", "fp", "tn", "fn", "extra")
@@ -215,6 +216,72 @@ def _counts_by_matmul(
             indicator[r, base[r, a + a0] + 4 - offset] = 1
         result[:, a0:a1] = (w @ indicator).reshape(n_rep, a1 - a0, n_cells, k)
     return result
+
+
+def binned_sums(
+    y_true: ArrayLike,
+    prob: ArrayLike,
+    cells: ArrayLike,
+    *,
+    n_cells: int,
+    n_bins: int = 10,
+) -> np.ndarray:
+    """Per attribute, group cell and equal-width bin of p: samples, sum of p, sum of y.
+
+    The calibration statistics of every cell at once (the ECE of a cell is
+    ``sum_b |sum_p - sum_y| / n``, :func:`audit.metrics.calibration.ece_from_binned`). Bin
+    ``b`` holds ``b/n_bins <= p < (b+1)/n_bins`` (the last one also ``p = 1``), as in
+    :mod:`audit.metrics.calibration`.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (N, A)
+        0/1 labels.
+    prob : array-like of shape (N, A)
+        Predicted probability of the positive class per attribute.
+    cells : array-like of shape (N,)
+        Integer cell code of every sample, in ``[0, n_cells)``.
+    n_cells : int
+        Number of cells; cells without samples get zeros.
+    n_bins : int, default=10
+        Number of equal-width bins on [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        Float64 of shape (A, n_cells, n_bins, 3): count, sum of p, sum of y.
+
+    Raises
+    ------
+    ValueError
+        On shapes that do not match, labels that are not 0/1, probabilities outside
+        [0, 1], cell codes out of range or ``n_bins < 1``.
+    """
+    yt = as_binary(y_true, name="y_true", ndim=2)
+    p = as_prob(prob, name="prob", ndim=2)
+    if yt.shape != p.shape:
+        raise ValueError(
+            f"`y_true` and `prob` must have the same shape (N, A); got {yt.shape} and {p.shape}."
+        )
+    if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
+        raise ValueError(f"`n_cells` must be a positive int; got {n_cells!r}.")
+    n_cells = int(n_cells)
+    n_bins = check_positive_int(n_bins, name="n_bins")
+    n, n_attr = yt.shape
+    c = _as_cells(cells, n=n, n_cells=n_cells)
+    b = bin_index(p, n_bins)
+    # Row-major (sample, attribute) order: each bucket adds its samples in row order.
+    flat = ((np.arange(n_attr, dtype=np.intp)[None, :] * n_cells + c[:, None]) * n_bins + b).ravel()
+    size = n_attr * n_cells * n_bins
+    out = np.stack(
+        [
+            np.bincount(flat, minlength=size).astype(np.float64),
+            np.bincount(flat, weights=p.ravel(), minlength=size),
+            np.bincount(flat, weights=yt.astype(np.float64).ravel(), minlength=size),
+        ],
+        axis=-1,
+    )
+    return out.reshape(n_attr, n_cells, n_bins, 3)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

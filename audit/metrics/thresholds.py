@@ -148,4 +148,48 @@ def underprediction_ratio(
     return float(num / den) if den > 0 else float("nan")
 
 
-__all__ = ["calibrate_thresholds", "underprediction_ratio"]
+def underprediction_from_counts(counts: ArrayLike, *, train_positive_rate: ArrayLike) -> np.ndarray:
+    """U of :func:`underprediction_ratio` per attribute and group cell, from confusion counts.
+
+    With ``n = tp + fp + tn + fn``, ``q = (tp + fp) / n`` and ``r = (tp + fn) / n`` per cell,
+    ``U = (1 - q) / (1 - r)`` where the attribute's train positive rate exceeds 0.5, else
+    ``q / r``.
+
+    Parameters
+    ----------
+    counts : array-like of shape (..., A, C, k)
+        Confusion counts with k >= 4 and the last axis starting (tp, fp, tn, fn)
+        (:func:`audit.metrics.groups.confusion_counts`).
+    train_positive_rate : array-like of shape (A,)
+        Positive rate of each attribute in the train split, in [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        U of shape ``counts.shape[:-1]``; NaN where a cell is empty or the denominator is 0.
+
+    Raises
+    ------
+    ValueError
+        On a counts array without the four counts, or a train rate outside [0, 1].
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    if c.ndim < 2 or c.shape[-1] < 4:
+        raise ValueError(f"`counts` must have shape (..., A, C, k >= 4); got {c.shape}.")
+    rate = np.asarray(train_positive_rate, dtype=np.float64)
+    if rate.shape != c.shape[-3:-2] or not ((rate >= 0.0) & (rate <= 1.0)).all():
+        raise ValueError(
+            f"`train_positive_rate` must hold one rate in [0, 1] per attribute "
+            f"({c.shape[-3:-2]}); got {train_positive_rate!r}."
+        )
+    tp, fp, tn, fn = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
+    n = tp + fp + tn + fn
+    q = np.divide(tp + fp, n, out=np.full(n.shape, np.nan), where=n > 0)
+    r = np.divide(tp + fn, n, out=np.full(n.shape, np.nan), where=n > 0)
+    rare_is_zero = (rate > 0.5)[:, None]
+    num = np.where(rare_is_zero, 1.0 - q, q)
+    den = np.where(rare_is_zero, 1.0 - r, r)
+    return np.divide(num, den, out=np.full(n.shape, np.nan), where=(n > 0) & (den > 0))
+
+
+__all__ = ["calibrate_thresholds", "underprediction_from_counts", "underprediction_ratio"]

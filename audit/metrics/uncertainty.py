@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._validation import as_prob, check_positive_int
-from .calibration import _bin_index
+from .calibration import bin_index
 from .groups import _as_cells
 
 Band = tuple[float, float]
@@ -143,7 +143,7 @@ def probability_histogram(
     n_cells = check_positive_int(n_cells, name="n_cells")
     n_bins = check_positive_int(n_bins, name="n_bins")
     c = _as_cells(cells, n=p.shape[0], n_cells=n_cells)
-    flat = np.bincount(c * n_bins + _bin_index(p, n_bins), minlength=n_cells * n_bins)
+    flat = np.bincount(c * n_bins + bin_index(p, n_bins), minlength=n_cells * n_bins)
     return flat.reshape(n_cells, n_bins).astype(np.int64)
 
 
