@@ -252,8 +252,10 @@ def _imported_spec(arch: str) -> ArchitectureSpec:
         sig = inspect.signature(target)
     except (TypeError, ValueError):
         sig = None
-    takes_outputs = sig is None or "num_outputs" in sig.parameters or any(
-        p.kind is p.VAR_KEYWORD for p in sig.parameters.values()
+    takes_outputs = (
+        sig is None
+        or "num_outputs" in sig.parameters
+        or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     )
     if not takes_outputs:
         raise CheckpointError(
@@ -443,8 +445,10 @@ _CODE_WORDS = re.compile(r"Callable|\btype\[|\bType\[|Module|partial")
 def _takes_code(param: inspect.Parameter) -> bool:
     """Whether a parameter is meant to receive code (a callable, class or object)."""
     default = param.default
-    if default is not param.empty and default is not None and not isinstance(
-        default, (*_PLAIN_SCALARS, list, tuple, dict)
+    if (
+        default is not param.empty
+        and default is not None
+        and not isinstance(default, (*_PLAIN_SCALARS, list, tuple, dict))
     ):
         return True  # e.g. norm_layer=nn.BatchNorm2d, a functools.partial
     return _annotation_takes_code(param.annotation)

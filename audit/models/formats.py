@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from audit.model_io import LoadedModel
+    from audit.models.loaded import LoadedModel
 
 
 class ModelFile:
