@@ -40,6 +40,7 @@ import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,7 @@ class ForecastModel:
     risk_high: float
     benchmark: dict[str, Any] | None
     fitted_on: dict[str, Any]
+    risk_score: str = "predicted_delta"  # what the cut-offs apply to (see RISK_SCORES)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ForecastModel:
@@ -127,6 +129,12 @@ class ForecastModel:
             else None
         )
         risk = d.get("risk") or {"medium": RISK_MEDIUM, "high": RISK_HIGH}
+        score = risk.get("score", "predicted_delta")
+        if score not in RISK_SCORES:
+            raise ValueError(
+                f"forecast model risk score {score!r} is not one of {list(RISK_SCORES)!r}; "
+                "refit with benchmarks/forecast/fit.py."
+            )
         return cls(
             sparsities=sp,
             flip_coef=coef,
@@ -136,6 +144,7 @@ class ForecastModel:
             risk_high=float(risk["high"]),
             benchmark=d.get("benchmark"),
             fitted_on=dict(d.get("fitted_on", {})),
+            risk_score=score,
         )
 
     def _weights(self, sparsity: float) -> tuple[int, int, float, bool]:
@@ -165,13 +174,13 @@ class ForecastModel:
         lo, hi = (1 - w) * q[i] + w * q[j]
         return float(lo), float(hi)
 
-    def risk(self, delta: float | None) -> str:
-        """Map a pair's larger forecast Δ (FNR or FPR gap) to low / medium / high."""
-        if delta is None or not np.isfinite(delta):
+    def risk(self, score: float | None) -> str:
+        """Map a pair's larger risk score (FNR or FPR gap; ``risk_score``) to a level."""
+        if score is None or not np.isfinite(score):
             return "low"
-        if delta >= self.risk_high:
+        if score >= self.risk_high:
             return "high"
-        if delta >= self.risk_medium:
+        if score >= self.risk_medium:
             return "medium"
         return "low"
 
@@ -234,65 +243,130 @@ def forecast(
     model = model or load_model()
     levels = sorted({round(float(s), 6) for s in (*sparsities, target_sparsity)})
     target_s = round(float(target_sparsity), 6)
-    per_level = {}
-    used_rec = recovery
-    extrapolated = {}
-    feats = {key.name: flip_features(pop, probs, thresholds, key) for key in pop.keys}
-    for s in levels:
-        coef, used_rec, extra = model.coef(recovery, s)
-        extrapolated[s] = extra
-        per_level[s] = {}
-        for key in pop.keys:
-            q = flip_probability(feats[key.name], coef)
-            per_level[s][key.name] = (expected_gap_change(pop, probs, thresholds, key, q), q)
+    used_rec = model.coef(recovery, target_s)[1]
+    extrapolated = {s: model.coef(recovery, s)[2] for s in levels}
+    per_level = _level_changes(pop, probs, thresholds, model, recovery, levels)
     pairs = []
     for a, target in enumerate(pop.targets):
-        excess = None
-        if interdependence is not None:
-            excess = interdependence[target]["excess"]
+        excess = None if interdependence is None else interdependence[target]["excess"]
         for key in pop.keys:
-            by_s = []
-            for s in levels:
-                change, _ = per_level[s][key.name]
-                pred = {m: _num(change[m]["mean"][a]) for m in FORECAST_METRICS}
-                iv = {}
-                for m in FORECAST_METRICS:
-                    q = model.interval_at(m, s)
-                    iv[m] = (
-                        None
-                        if q is None or pred[m] is None
-                        else [round(pred[m] + q[0], 6), round(pred[m] + q[1], 6)]
-                    )
-                worst = _worst(pred)
-                by_s.append(
-                    {
-                        "sparsity": s,
-                        "predicted_delta": pred,
-                        "interval": iv,
-                        "risk": model.risk(worst),
-                        "extrapolated": extrapolated[s],
-                    }
-                )
-            head = next(b for b in by_s if b["sparsity"] == target_s)
-            change, q = per_level[target_s][key.name]
-            dense_gap = {m: _num(change[m]["dense"][a]) for m in ("fnr_gap", "fpr_gap")}
-            why = _why(pop, key, a, q, change)
+            by_s = [
+                _at_sparsity(per_level[s][key.name], a, s, model, extrapolated[s]) for s in levels
+            ]
             pairs.append(
-                {
-                    "target": target,
-                    "group": key.name,
-                    "predicted_delta": head["predicted_delta"],
-                    "interval": head["interval"],
-                    "interdependence_excess": excess,
-                    "dense_gap": dense_gap,
-                    "dense_bias_amplification": _num(change["bias_amplification"]["dense"][a]),
-                    "risk": head["risk"],
-                    "reason": _reason(head, why, target_s, model),
-                    "why": why,
-                    "by_sparsity": by_s,
-                }
+                _pair(pop, key, a, per_level[target_s][key.name], by_s, target_s, model, excess)
             )
     verdict = max((p["risk"] for p in pairs), key=_LEVELS.index, default="low")
+    return {
+        "rule": RULE,
+        "model": {
+            "recovery": used_rec,
+            "coefficients": {
+                f: round(float(v), 4)
+                for f, v in zip(FLIP_FEATURES, model.coef(recovery, target_s)[0], strict=True)
+            },
+            "interval_level": model.interval_level,
+            "risk_thresholds": {"medium": model.risk_medium, "high": model.risk_high},
+            "risk_score": model.risk_score,
+            "benchmark": model.benchmark,
+            "fitted_on": model.fitted_on,
+            "notes": _notes(pop, model, recovery, used_rec, extrapolated),
+        },
+        "target_sparsity": target_s,
+        "sparsities": levels,
+        "verdict": verdict,
+        "pairs": pairs,
+    }
+
+
+def _level_changes(
+    pop: Population,
+    probs: np.ndarray,
+    thresholds: np.ndarray,
+    model: ForecastModel,
+    recovery: str,
+    levels: list[float],
+) -> dict[float, dict[str, dict[str, Any]]]:
+    """Per sparsity and group key: flip chances, forecast change and predicted CI bound."""
+    feats = {key.name: flip_features(pop, probs, thresholds, key) for key in pop.keys}
+    out: dict[float, dict[str, dict[str, Any]]] = {}
+    for s in levels:
+        coef = model.coef(recovery, s)[0]
+        out[s] = {}
+        for key in pop.keys:
+            q = flip_probability(feats[key.name], coef)
+            flows = expected_flows(pop, probs, thresholds, key, q)
+            out[s][key.name] = {
+                "q": q,
+                "change": expected_gap_change(pop, probs, thresholds, key, q, flows=flows),
+                "ci_low": predicted_ci_low(key, flows),
+            }
+    return out
+
+
+def _at_sparsity(
+    level: dict[str, Any], a: int, s: float, model: ForecastModel, extrapolated: bool
+) -> dict[str, Any]:
+    """One pair's ``by_sparsity`` item: forecast Δ, interval, predicted CI bound, risk."""
+    pred = {m: _num(level["change"][m]["mean"][a]) for m in FORECAST_METRICS}
+    ci_low = {m: _num(level["ci_low"][m][a]) for m in EVENT_METRICS}
+    iv = {}
+    for m in FORECAST_METRICS:
+        q = model.interval_at(m, s)
+        iv[m] = (
+            None
+            if q is None or pred[m] is None
+            else [round(pred[m] + q[0], 6), round(pred[m] + q[1], 6)]
+        )
+    score = ci_low if model.risk_score == "predicted_ci_low" else pred
+    return {
+        "sparsity": s,
+        "predicted_delta": pred,
+        "interval": iv,
+        "predicted_ci_low": ci_low,
+        "risk": model.risk(_worst(score)),
+        "extrapolated": extrapolated,
+    }
+
+
+def _pair(
+    pop: Population,
+    key: GroupKey,
+    a: int,
+    level: dict[str, Any],
+    by_s: list[dict[str, Any]],
+    target_s: float,
+    model: ForecastModel,
+    excess: float | None,
+) -> dict[str, Any]:
+    """One (target, group) entry of the forecast, headlined at the target sparsity."""
+    head = next(b for b in by_s if b["sparsity"] == target_s)
+    change = level["change"]
+    why = _why(pop, key, a, level["q"], change)
+    return {
+        "target": pop.targets[a],
+        "group": key.name,
+        "predicted_delta": head["predicted_delta"],
+        "interval": head["interval"],
+        "predicted_ci_low": head["predicted_ci_low"],
+        "interdependence_excess": excess,
+        "dense_gap": {m: _num(change[m]["dense"][a]) for m in EVENT_METRICS},
+        "dense_bias_amplification": _num(change["bias_amplification"]["dense"][a]),
+        "risk": head["risk"],
+        "reason": _reason(head, why, target_s, model),
+        "why": why,
+        "by_sparsity": by_s,
+    }
+
+
+def _notes(
+    pop: Population,
+    model: ForecastModel,
+    recovery: str,
+    used_rec: str,
+    extrapolated: dict[float, bool],
+) -> list[str]:
+    """Caveats under which the shipped benchmark figures do not apply as stated."""
     notes = []
     if used_rec != recovery:
         notes.append(
@@ -311,25 +385,7 @@ def forecast(
             "the benchmark has no multiclass cases: the flip model is applied one-vs-rest and "
             "its figures do not apply as stated"
         )
-    return {
-        "rule": RULE,
-        "model": {
-            "recovery": used_rec,
-            "coefficients": {
-                f: round(float(v), 4)
-                for f, v in zip(FLIP_FEATURES, model.coef(recovery, target_s)[0], strict=True)
-            },
-            "interval_level": model.interval_level,
-            "risk_thresholds": {"medium": model.risk_medium, "high": model.risk_high},
-            "benchmark": model.benchmark,
-            "fitted_on": model.fitted_on,
-            "notes": notes,
-        },
-        "target_sparsity": target_s,
-        "sparsities": levels,
-        "verdict": verdict,
-        "pairs": pairs,
-    }
+    return notes
 
 
 def _worst(pred: dict[str, float | None]) -> float | None:
@@ -371,10 +427,15 @@ def _why(
 
 
 def _reason(head: dict[str, Any], why: list[dict[str, Any]], s: float, model: ForecastModel) -> str:
+    on_ci = model.risk_score == "predicted_ci_low"
+    score = head["predicted_ci_low"] if on_ci else head["predicted_delta"]
     pred = head["predicted_delta"]
     worst_metric = max(
-        ("fnr_gap", "fpr_gap"),
-        key=lambda m: -np.inf if pred[m] is None else pred[m],
+        EVENT_METRICS,
+        key=lambda m: (
+            -np.inf if score[m] is None else score[m],
+            -np.inf if pred[m] is None else pred[m],
+        ),
     )
     v = pred[worst_metric]
     if v is None:
@@ -392,10 +453,16 @@ def _reason(head: dict[str, Any], why: list[dict[str, Any]], s: float, model: Fo
             f": expected flips move {rate} by {hi[change]:+.3f} in {hi['value']} vs "
             f"{lo[change]:+.3f} in {lo['value']}"
         )
-    level = head["risk"]
+    on = "forecast Δ"
+    bound = head["predicted_ci_low"][worst_metric]
+    if on_ci:
+        on = "predicted 95% CI lower bound"
+        detail += "; predicted 95% CI lower bound of the measured Δ " + (
+            "n/a" if bound is None else f"{bound:+.3f}"
+        )
     return (
-        f"forecast Δ {worst_metric} {v:+.3f}{span} at {s:g}{detail} → {level} "
-        f"(high ≥ {model.risk_high:g}, medium ≥ {model.risk_medium:g})"
+        f"forecast Δ {worst_metric} {v:+.3f}{span} at {s:g}{detail} → {head['risk']} "
+        f"({on}: high ≥ {model.risk_high:+g}, medium ≥ {model.risk_medium:+g})"
     )
 
 
@@ -408,6 +475,10 @@ _EPS = 1e-6
 _TILT_CLIP = 4.0
 _MARGIN_CLIP = 12.0
 FORECAST_METRICS: tuple[str, ...] = ("fnr_gap", "fpr_gap", "bias_amplification")
+EVENT_METRICS: tuple[str, ...] = ("fnr_gap", "fpr_gap")
+"""The gaps whose predicted CI lower bound is forecast (the benchmark's event, the risk)."""
+RISK_SCORES: tuple[str, ...] = ("predicted_delta", "predicted_ci_low")
+"""What a model file's risk cut-offs apply to: the forecast Δ or its predicted CI bound."""
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -467,6 +538,53 @@ def flip_probability(features: np.ndarray, coef: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(eta, -30.0, 30.0)))
 
 
+@dataclass(frozen=True)
+class Flows:
+    """Dense confusion counts and the expected flip flows of one group key, per target.
+
+    ``counts`` (A, C, 4) are the dense (tp, fp, tn, fn) per cell (``metrics.confusion_counts``);
+    ``mean`` and ``var`` (A, C, 4) are, in the same slots, the sums of ``q`` and ``q(1 − q)``
+    over the samples counted there: the expected number (and Bernoulli variance) of
+    TP→FN, FP→TN, TN→FP and FN→TP flips.
+    """
+
+    counts: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+
+
+def expected_flows(
+    pop: Population, probs: np.ndarray, thresholds: np.ndarray, key: GroupKey, q: np.ndarray
+) -> Flows:
+    """Per-cell dense counts and expected flips from flip chances ``q`` (N, A), via the engine."""
+    pred = predict_labels(probs, thresholds, pop.task)
+    y = pop.labels
+    n_a = y.shape[1]
+
+    def weighted(w: np.ndarray) -> np.ndarray:
+        # The engine takes one weight per sample; q differs per target, so one call each.
+        return np.stack(
+            [
+                M.confusion_counts(
+                    y[:, a : a + 1],
+                    pred[:, a : a + 1],
+                    key.cells,
+                    n_cells=key.n_cells,
+                    weights=w[:, a],
+                )[0]
+                for a in range(n_a)
+            ]
+        )
+
+    counts = M.confusion_counts(y, pred, key.cells, n_cells=key.n_cells)
+    return Flows(counts=counts, mean=weighted(q), var=weighted(q * (1.0 - q)))
+
+
+# Slots of (tp, fp, tn, fn) counts: where each flip leaves from and where it arrives.
+_TP, _FP, _TN, _FN = range(4)
+_FLOW_DEST = {_TP: _FN, _FN: _TP, _FP: _TN, _TN: _FP}
+
+
 def expected_gap_change(
     pop: Population,
     probs: np.ndarray,
@@ -476,6 +594,7 @@ def expected_gap_change(
     *,
     draws: int = 256,
     seed: int = 0,
+    flows: Flows | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Forecast Δ of the FNR gap, FPR gap and BA per target from flip probabilities ``q``.
 
@@ -490,36 +609,23 @@ def expected_gap_change(
     -------
     dict
         ``{metric: {"mean": (A,), "sd": (A,), "dense": (A,), "flows": (A, C, 4)}}``; NaN
-        where the metric is undefined (dense or forecast).
+        where the metric is undefined (dense or forecast). ``flows`` holds the expected
+        TP→FN, FN→TP, FP→TN, TN→FP flips per cell, in that order.
     """
-    pred = predict_labels(probs, thresholds, pop.task).astype(bool)
-    y = pop.labels.astype(bool)
-    n_a = y.shape[1]
-    c = key.n_cells
-    dense = np.zeros((n_a, c, 5))
-    flows_mu = np.zeros((n_a, c, 4))
-    flows_var = np.zeros((n_a, c, 4))
-    masks = (y & pred, y & ~pred, ~y & pred, ~y & ~pred)  # tp, fn, fp, tn
-    slot = {0: 0, 1: 3, 2: 1, 3: 2}  # mask index -> column of (tp, fp, tn, fn)
-    for k, m in enumerate(masks):
-        for a in range(n_a):
-            dense[a, :, slot[k]] = np.bincount(key.cells, weights=m[:, a], minlength=c)
-            flows_mu[a, :, k] = np.bincount(key.cells, weights=m[:, a] * q[:, a], minlength=c)
-            flows_var[a, :, k] = np.bincount(
-                key.cells, weights=m[:, a] * q[:, a] * (1 - q[:, a]), minlength=c
-            )
+    fl = flows if flows is not None else expected_flows(pop, probs, thresholds, key, q)
+    n_a, c = fl.counts.shape[:2]
     rng = np.random.default_rng(seed)
-    f = flows_mu[None] + np.sqrt(flows_var)[None] * rng.standard_normal((draws, n_a, c, 4))
+    order = (_TP, _FN, _FP, _TN)  # report order: tp→fn, fn→tp, fp→tn, tn→fp
+    mu = fl.mean[..., order]
+    f = mu[None] + np.sqrt(fl.var[..., order])[None] * rng.standard_normal((draws, n_a, c, 4))
     # A flow cannot exceed the count it leaves from, nor be negative.
-    source = np.stack([dense[..., 0], dense[..., 3], dense[..., 1], dense[..., 2]], axis=-1)
-    f = np.clip(f, 0.0, source[None])
-    tp_fn, fn_tp, fp_tn, tn_fp = (f[..., i] for i in range(4))
-    moved = np.empty((draws, n_a, c, 5))
-    moved[..., 0] = dense[None, ..., 0] - tp_fn + fn_tp
-    moved[..., 3] = dense[None, ..., 3] + tp_fn - fn_tp
-    moved[..., 1] = dense[None, ..., 1] - fp_tn + tn_fp
-    moved[..., 2] = dense[None, ..., 2] + fp_tn - tn_fp
-    moved[..., 4] = 0.0
+    f = np.clip(f, 0.0, fl.counts[..., order][None])
+    moved = np.zeros((draws, n_a, c, 5))
+    moved[..., :4] = fl.counts[None]
+    for i, src in enumerate(order):
+        moved[..., src] -= f[..., i]
+        moved[..., _FLOW_DEST[src]] += f[..., i]
+    dense = np.concatenate([fl.counts, np.zeros((n_a, c, 1))], axis=-1)
     g0 = gap_arrays(key, dense)
     g1 = gap_arrays(key, moved)
     out = {}
@@ -533,7 +639,56 @@ def expected_gap_change(
         safe_k = np.maximum(k, 1)
         mean = np.where(ok, s1 / safe_k, np.nan)
         sd = np.where(ok, np.sqrt(np.maximum(s2 / safe_k - (s1 / safe_k) ** 2, 0.0)), np.nan)
-        out[metric] = {"mean": mean, "sd": sd, "dense": g0[metric], "flows": flows_mu}
+        out[metric] = {"mean": mean, "sd": sd, "dense": g0[metric], "flows": mu}
+    return out
+
+
+#: Standard-normal quantiles on an even grid: deterministic stand-in replicates.
+_GRID = NormalDist().inv_cdf
+_Z = np.array([_GRID((i + 0.5) / 2000) for i in range(2000)])
+_EVENT_RATE = {"fnr_gap": ("fnr", _FN, _TP), "fpr_gap": ("fpr", _FP, _TN)}
+
+
+def predicted_ci_low(key: GroupKey, flows: Flows) -> dict[str, np.ndarray]:
+    """Forecast of the measured Δ's 95% CI lower bound, per gap metric and target, shape (A,).
+
+    The measured interval (``validate.PairedBootstrap``) is built from the dense rate ``x_c``
+    of each cell and its paired change ``d_c``: the projection interval for a binary key,
+    the box bound for more cells. Here the same functions get dense-only stand-ins: ``x_c``
+    and its binomial standard error, and the forecast change
+    ``d_c = (E[flips into the error] − E[flips out of it]) / n_c`` with the paired standard
+    error ``√((E[flips in] + E[flips out]) / n_c − d_c²) / √n_c`` (``n_c`` = the cell's
+    positives for the FNR, negatives for the FPR), their replicates placed on normal
+    quantiles. The bound is what the gate's evidence would look like if pruning moved the
+    cells as forecast: it is low when the forecast change is small *or* the cells are too
+    small to show it. NaN where fewer than two cells are valid for the rate.
+    """
+    out = {}
+    n_a = flows.counts.shape[0]
+    for metric, (rate, err, ok) in _EVENT_RATE.items():
+        den = flows.counts[..., err] + flows.counts[..., ok]  # (A, C)
+        into, outof = flows.mean[..., ok], flows.mean[..., err]
+        valid = key.valid_for(rate)
+        lows = np.full(n_a, np.nan)
+        for a in range(n_a):
+            keep = valid[a] & (den[a] > 0)
+            if keep.sum() < 2:
+                continue
+            n = den[a, keep]
+            x = flows.counts[a, keep, err] / n
+            d = (into[a, keep] - outof[a, keep]) / n
+            se_x = np.sqrt(x * (1.0 - x) / n)
+            se_d = np.sqrt(np.maximum((into[a, keep] + outof[a, keep]) / n - d * d, 0.0) / n)
+            if keep.sum() == 2 and key.n_cells == 2:
+                sx, sd = np.hypot(*se_x), np.hypot(*se_d)
+                xs, ds = x[1] - x[0], d[1] - d[0]
+                lo, _ = M.abs_change_projection_ci(xs, ds, xs + sx * _Z, ds + sd * _Z)
+            else:
+                bx = x[None] + se_x[None] * _Z[:, None]
+                bd = d[None] + se_d[None] * _Z[:, None]
+                lo, _ = M.range_change_box_ci(x, d, bx, bd)
+            lows[a] = float(lo)
+        out[metric] = lows
     return out
 
 

@@ -369,14 +369,16 @@ def forecast_agreement(
     ``predicted_delta`` for a forecast without one). Direction: up / down / flat must match,
     where a change below the medium-risk threshold is flat and a measured change whose CI
     contains 0 is flat (``forecast.direction``). Interval: whether the measured Δ lies inside
-    the forecast interval. Risk: the measured larger Δ of the FNR/FPR gap mapped by the
-    forecast's own risk thresholds must equal the forecast risk.
+    the forecast interval. Risk: the measured larger Δ of the FNR/FPR gap — or, when the
+    forecast's risk is on the predicted CI lower bound (``risk_score``), the larger measured
+    CI lower bound — mapped by the forecast's own risk thresholds must equal the forecast risk.
     """
     rows = []
     risk_hits = []
     interval_hits = []
     cut = (forecast.get("model") or {}).get("risk_thresholds") or {}
     medium, high = cut.get("medium", RISK_MEDIUM), cut.get("high", RISK_HIGH)
+    on_ci = (forecast.get("model") or {}).get("risk_score") == "predicted_ci_low"
 
     def level_of(v: float) -> str:
         return "high" if v >= high else "medium" if v >= medium else "low"
@@ -399,7 +401,12 @@ def forecast_agreement(
         ]
         measured = {m: deltas[m]["value"] for m in metrics}
         ci = {m: deltas[m].get("ci") for m in metrics}
-        defined = [measured[m] for m in ("fnr_gap", "fpr_gap") if measured.get(m) is not None]
+        defined = [
+            (ci[m] or [None])[0] if on_ci else measured[m]
+            for m in ("fnr_gap", "fpr_gap")
+            if m in measured
+        ]
+        defined = [v for v in defined if v is not None]
         measured_risk = level_of(max(defined)) if defined else None
         risk_hit = measured_risk == at["risk"] if measured_risk is not None else None
         if risk_hit is not None:

@@ -35,8 +35,11 @@ def _model(**over: object) -> F.ForecastModel:
         "features": list(F.FLIP_FEATURES),
         "sparsities": [0.8, 0.9, 0.95],
         "flip_coef": {
-            "bn": {"0.8": [-3.0, -1.0, 1.0, 0.0], "0.9": [-1.0, -1.0, 1.0, 0.0],
-                   "0.95": [0.0, -1.0, 1.0, 0.0]},
+            "bn": {
+                "0.8": [-3.0, -1.0, 1.0, 0.0],
+                "0.9": [-1.0, -1.0, 1.0, 0.0],
+                "0.95": [0.0, -1.0, 1.0, 0.0],
+            },
         },
         "interval": {
             "level": 0.9,
@@ -95,8 +98,15 @@ def test_chance_flips_widen_a_gap_on_average() -> None:
 
 def test_forecast_per_sparsity_interpolates_and_flags_extrapolation() -> None:
     pop = _pop(LABELS, GROUPS, train_rate=0.3)
-    fc = F.forecast(pop, PROBS, np.array([0.5]), None, sparsities=(0.85, 0.99),
-                    target_sparsity=0.9, model=_model())
+    fc = F.forecast(
+        pop,
+        PROBS,
+        np.array([0.5]),
+        None,
+        sparsities=(0.85, 0.99),
+        target_sparsity=0.9,
+        model=_model(),
+    )
     assert fc["sparsities"] == [0.85, 0.9, 0.99] and fc["target_sparsity"] == 0.9
     (pair,) = fc["pairs"]
     by = {b["sparsity"]: b for b in pair["by_sparsity"]}
@@ -155,7 +165,9 @@ def test_shipped_model_loads_with_benchmark_figures() -> None:
     m = F.load_model()
     assert set(m.flip_coef) == {"bn", "finetune"}
     assert m.sparsities == (0.8, 0.9, 0.95)
-    assert 0 < m.risk_medium < m.risk_high
+    # The shipped cut-offs apply to the predicted 95% CI lower bound, which may be negative.
+    assert m.risk_score == "predicted_ci_low"
+    assert m.risk_medium < m.risk_high
     bench = m.benchmark
     assert bench is not None and bench["part"] == "heldout"
     for metric in ("fnr_gap", "fpr_gap"):
@@ -223,10 +235,18 @@ def test_forecast_agreement_uses_the_levels_own_sparsity_interval_and_thresholds
                 "predicted_delta": {"fnr_gap": 0.5, "fpr_gap": 0.5},  # headline: not used
                 "risk": "high",
                 "by_sparsity": [
-                    {"sparsity": 0.8, "predicted_delta": {"fnr_gap": 0.9, "fpr_gap": 0.9},
-                     "interval": {}, "risk": "high"},
-                    {"sparsity": 0.9, "predicted_delta": at_9, "risk": "medium",
-                     "interval": {"fnr_gap": [0.0, 0.2], "fpr_gap": [-0.1, 0.1]}},
+                    {
+                        "sparsity": 0.8,
+                        "predicted_delta": {"fnr_gap": 0.9, "fpr_gap": 0.9},
+                        "interval": {},
+                        "risk": "high",
+                    },
+                    {
+                        "sparsity": 0.9,
+                        "predicted_delta": at_9,
+                        "risk": "medium",
+                        "interval": {"fnr_gap": [0.0, 0.2], "fpr_gap": [-0.1, 0.1]},
+                    },
                 ],
             }
         ],
@@ -239,3 +259,112 @@ def test_forecast_agreement_uses_the_levels_own_sparsity_interval_and_thresholds
     assert fnr["interval_hit"] is True and fpr["interval_hit"] is False
     assert out["interval_coverage"] == 0.5
     assert fnr["measured_risk"] == "medium" and out["risk_hit_rate"] == 1.0
+
+
+def _bincount_flows(pop, probs, thr, key, q):
+    """Independent reference: per-cell expected flips by np.bincount (the pre-engine code)."""
+    pred = (probs > thr[None, :]).astype(bool)
+    y = pop.labels.astype(bool)
+    masks = (y & pred, y & ~pred, ~y & pred, ~y & ~pred)  # tp, fn, fp, tn
+    out = np.zeros((y.shape[1], key.n_cells, 4))
+    for k, m in enumerate(masks):
+        for a in range(y.shape[1]):
+            out[a, :, k] = np.bincount(key.cells, weights=m[:, a] * q[:, a], minlength=key.n_cells)
+    return out
+
+
+def test_expected_flows_come_from_the_engine_and_match_a_direct_count() -> None:
+    rng = np.random.default_rng(3)
+    n = 300
+    labels = rng.integers(0, 2, n)
+    groups = rng.integers(0, 2, n)
+    probs = rng.uniform(0.01, 0.99, (n, 1))
+    pop = _pop(labels, groups, train_rate=0.4)
+    key = pop.keys[0]
+    q = rng.uniform(0, 0.5, (n, 1))
+    fl = F.expected_flows(pop, probs, np.array([0.5]), key, q)
+    np.testing.assert_allclose(fl.counts.sum(axis=(1, 2)), [n])
+    ref = _bincount_flows(pop, probs, np.array([0.5]), key, q)
+    out = F.expected_gap_change(pop, probs, np.array([0.5]), key, q)
+    np.testing.assert_allclose(out["fnr_gap"]["flows"], ref, rtol=0, atol=1e-9)
+    # the variance slots hold Σ q(1 − q) over the same samples
+    np.testing.assert_allclose(
+        fl.var[..., 0],
+        ref[..., 0] - _bincount_flows(pop, probs, np.array([0.5]), key, q * q)[..., 0],
+        atol=1e-9,
+    )
+
+
+def _flip_case(n: int, seed: int):
+    """Binary group, dense FNR 10% in both; pruning turns 12% of g=1's true positives to FN."""
+    rng = np.random.default_rng(seed)
+    labels = np.tile([1, 1, 0, 0], n // 4)
+    groups = np.repeat([0, 1], n // 2)
+    probs = np.where(labels == 1, 0.8, 0.2)
+    pos = np.flatnonzero(labels == 1)
+    probs[rng.choice(pos, len(pos) // 10, replace=False)] = 0.3  # dense false negatives
+    tp1 = np.flatnonzero((labels == 1) & (groups == 1) & (probs > 0.5))
+    flip = rng.choice(tp1, int(0.12 * (labels[groups == 1] == 1).sum()), replace=False)
+    q = np.zeros((n, 1))
+    q[flip, 0] = 1.0
+    pruned = probs.copy()
+    pruned[flip] = 0.3
+    return _pop(labels, groups, train_rate=0.4), probs[:, None], pruned[:, None], q
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_predicted_ci_low_matches_the_measured_bound_for_certain_flips(seed: int) -> None:
+    """With q ∈ {0, 1} the forecast knows which samples flip: its predicted CI lower bound
+    must be close to the lower bound the tool's own paired bootstrap measures."""
+    from audit.validate import PairedBootstrap
+
+    pop, probs, pruned, q = _flip_case(4000, seed)
+    thr = np.array([0.5])
+    key = pop.keys[0]
+    low = F.predicted_ci_low(key, F.expected_flows(pop, probs, thr, key, q))
+    boot = PairedBootstrap(
+        pop, probs, {"default": thr, "calibrated": thr}, n_resamples=1000, seed=seed
+    )
+    measured = boot.deltas(pruned)["default"]["smile"]["by_group"]["g"]
+    for metric in ("fnr_gap", "fpr_gap"):
+        assert measured[metric]["ci_method"] == "projection"
+        assert low[metric][0] == pytest.approx(measured[metric]["ci"][0], abs=0.015), metric
+    # the widening is real and the cells are large: the bound is clearly above 0
+    assert low["fnr_gap"][0] > 0.03
+
+
+def test_predicted_ci_low_is_low_for_small_cells_and_undefined_below_min_size() -> None:
+    # The same relative change in a 10× smaller evaluation set cannot clear 0.02.
+    pop, probs, _, q = _flip_case(400, 0)
+    key = pop.keys[0]
+    low = F.predicted_ci_low(key, F.expected_flows(pop, probs, np.array([0.5]), key, q))
+    assert low["fnr_gap"][0] < 0.02
+    small = criteria.build_population(
+        ("smile",),
+        "binary",
+        pop.labels,
+        key.cells[:, None],
+        ("g",),
+        train_labels=pop.labels[:100],
+        train_groups=key.cells[:100, None],
+        min_group_size=150,
+        band=(0.1, 0.9),
+    )
+    k2 = small.keys[0]
+    out = F.predicted_ci_low(k2, F.expected_flows(small, probs, np.array([0.5]), k2, q))
+    assert np.isnan(out["fnr_gap"][0])  # 100 positives per cell < 150: not estimable
+
+
+def test_risk_on_the_predicted_ci_bound() -> None:
+    pop, probs, _, q = _flip_case(4000, 0)
+    model = _model(risk={"score": "predicted_ci_low", "medium": -0.05, "high": 0.02})
+    assert model.risk_score == "predicted_ci_low"
+    fc = F.forecast(pop, probs, np.array([0.5]), None, model=model)
+    (pair,) = fc["pairs"]
+    for b in pair["by_sparsity"]:
+        worst = max(v for v in b["predicted_ci_low"].values() if v is not None)
+        assert b["risk"] == model.risk(worst)
+    assert fc["model"]["risk_score"] == "predicted_ci_low"
+    assert "predicted 95% CI lower bound" in pair["reason"]
+    with pytest.raises(ValueError, match="risk score 'psychic'"):
+        _model(risk={"score": "psychic", "medium": 0.0, "high": 0.1})

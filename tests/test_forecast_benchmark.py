@@ -15,15 +15,26 @@ sys.path.insert(0, str(BENCH))
 import scoring  # noqa: E402
 
 
-def _row(case: str, forecast: float, value: float, lo: float, *, risk: str = "low",
-         planted: bool | None = False, s: float = 0.9) -> dict:
+def _row(
+    case: str,
+    forecast: float,
+    value: float,
+    lo: float,
+    *,
+    risk: str = "low",
+    planted: bool | None = False,
+    s: float = 0.9,
+) -> dict:
     m = {"value": value, "ci": [lo, value + 0.05]}
     return {
         "case": case,
         "sparsity": s,
         "planted": planted,
-        "measured": {"fnr_gap": m, "fpr_gap": {"value": None, "ci": None},
-                     "bias_amplification": {"value": value, "ci": None}},
+        "measured": {
+            "fnr_gap": m,
+            "fpr_gap": {"value": None, "ci": None},
+            "bias_amplification": {"value": value, "ci": None},
+        },
         "forecast": {"r": {"fnr_gap": forecast}},
         "risk": {"r": risk},
         "interval": {"fnr_gap": [forecast - 0.05, forecast + 0.05]},
@@ -62,9 +73,21 @@ def test_spearman_and_auroc_hand_checked() -> None:
     assert scoring.score_rule(ROWS, "r", (0.9,), n_boot=10)["fpr_gap"] == {}
 
 
+def test_point_event_is_the_secondary_figure() -> None:
+    assert scoring.is_point_event({"value": 0.021, "ci": [-0.5, 0.5]}) is True
+    assert scoring.is_point_event({"value": 0.02, "ci": None}) is False
+    assert scoring.is_point_event({"value": None, "ci": None}) is None
+    # a wide CI around a large Δ: a point event without a CI event
+    rows = ROWS + [_row("c", 0.2, 0.04, -0.01)]
+    out = scoring.score_rule(rows, "r", (0.9,), n_boot=50, seed=0)["fnr_gap"]["0.9"]
+    assert (out["events"], out["point_events"]) == (2, 3)
+    # point events score {.10, .00, .20}, others {.05, −.02}: 5 of 6 ordered pairs right
+    assert out["auroc_point"] == pytest.approx(5 / 6)
+
+
 def test_case_bootstrap_keeps_cases_together() -> None:
     # With one case only, every resample is that case: a degenerate interval at its value.
-    one = [("a", 0.1, 0.2, True), ("a", 0.0, 0.0, False)]
+    one = [("a", 0.1, 0.2, True, True), ("a", 0.0, 0.0, False, False)]
     ci = scoring.case_bootstrap(one, lambda it: float(len(it)), n_boot=50, seed=1)
     assert ci == [2.0, 2.0]
 
@@ -94,8 +117,9 @@ def test_one_tiny_real_case_scores_with_the_tools_own_deltas(tmp_path: Path) -> 
 
     from audit import forecast as F
 
-    spec = corpus.CaseSpec("digits-strong-even-thick-cnn-s0-bn", "digits", "cnn", "strong",
-                           "even", "thick", 0, "bn")
+    spec = corpus.CaseSpec(
+        "digits-strong-even-thick-cnn-s0-bn", "digits", "cnn", "strong", "even", "thick", 0, "bn"
+    )
     entry = corpus.build_case(spec, root=tmp_path, quick=True)
     case = corpus.load_case(spec, root=tmp_path)
     rows = score.case_rows(case, F.load_model())
@@ -113,5 +137,40 @@ def test_one_tiny_real_case_scores_with_the_tools_own_deltas(tmp_path: Path) -> 
     planted = [r for r in rows if r["planted"]]
     assert {(r["target"], r["group"]) for r in planted} == {("even", "thick")}
     assert all(np.isfinite(r["forecast"]["fitted"]["fnr_gap"]) for r in rows)
+    # the risk level is the shipped cut-offs applied to the larger predicted CI lower bound,
+    # which is defined for every binary key here
+    model = F.load_model()
+    for r in rows:
+        low = r["forecast"]["fitted_ci_low"]
+        if "×" not in r["group"]:
+            assert all(np.isfinite(low[m]) for m in ("fnr_gap", "fpr_gap"))
+        assert r["risk"]["fitted"] == model.risk(F._worst(low))
     res = score.score_part(rows, [score._susceptibility(case)])
     assert res["cases"] == 1 and res["pairs"] == 9
+    assert set(res) >= {"fitted", "fitted_ci_low", "today"}
+
+
+def test_todays_rule_hand_computed() -> None:
+    """The previous rule (benchmarks/forecast/rules.py), counts through the engine."""
+    import rules
+
+    from audit import criteria
+
+    labels = np.array([1, 1, 0, 0, 1, 1, 0, 0])
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    probs = np.array([0.6, 0.95, 0.7, 0.05, 0.55, 0.85, 0.3, 0.02])[:, None]
+    pop = criteria.build_population(
+        ("smile",),
+        "binary",
+        labels[:, None],
+        groups[:, None],
+        ("g",),
+        train_labels=(np.arange(100) < 30).astype(int)[:, None],
+        train_groups=(np.arange(100) % 2)[:, None],
+        min_group_size=1,
+        band=(0.1, 0.9),
+    )
+    out = rules.todays_forecast(pop, probs, np.array([0.5]), None)[("smile", "g")]
+    # positives are the minority: uncertain predicted positives (i0, i2, i4, i5) flip to 0.
+    # FNR 0/2, 0/2 → 1/2 (i0), 2/2 (i4, i5): gap +0.5; FPR 1/2, 0/2 → 0/2 (i2), 0/2: −0.5
+    assert out == {"fnr_gap": pytest.approx(0.5), "fpr_gap": pytest.approx(-0.5), "risk": "high"}

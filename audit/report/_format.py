@@ -459,10 +459,20 @@ def forecast_benchmark_lines(fc: Mapping[str, Any] | None) -> list[str]:
                 if isinstance(old, Mapping)
                 else ""
             )
+            ci = v.get("auroc_ci")
+            span = f" [{fmt_num(ci[0], digits=2)}, {fmt_num(ci[1], digits=2)}]" if ci else ""
+            on = v.get("auroc_score", "forecast Δ").replace("predicted_ci_low", "CI-bound score")
+            pt = v.get("auroc_point")
+            point = (
+                f", {v.get('point_events')} with Δ > 0.02: AUROC {fmt_num(pt, digits=2)}"
+                if pt is not None
+                else ""
+            )
+            auc = fmt_num(v.get("auroc"), digits=2)
             parts.append(
-                f"{metric.replace('_', ' ')} @ {s}: AUROC {fmt_num(v.get('auroc'), digits=2)}, "
+                f"{metric.replace('_', ' ')} @ {s}: AUROC ({on}) {auc}{span}, "
                 f"Spearman {fmt_num(v.get('spearman'), digits=2)} "
-                f"({v.get('events')} events in {v.get('n')}{was})"
+                f"({v.get('events')} events in {v.get('n')}{point}{was})"
             )
     lines.append(
         f"Measured on the held-out part of the forecast benchmark ({bench.get('cases')} cases, "

@@ -49,16 +49,24 @@ def _claim(spec: corpus.CaseSpec) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--budget-min", type=float, default=float("inf"),
-                    help="start no new case after this many minutes (default: build all)")
+    ap.add_argument(
+        "--budget-min",
+        type=float,
+        default=float("inf"),
+        help="start no new case after this many minutes (default: build all)",
+    )
     ap.add_argument("--only", default="", help="build only cases whose name contains this")
     ap.add_argument("--exclude", default=None, help="skip cases whose name contains this")
-    ap.add_argument("--reverse", action="store_true",
-                    help="take cases from the end of the list (for a second build process)")
+    ap.add_argument(
+        "--reverse",
+        action="store_true",
+        help="take cases from the end of the list (for a second build process)",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     todo = [
-        c for c in corpus.CASES
+        c
+        for c in corpus.CASES
         if args.only in c.name and (args.exclude is None or args.exclude not in c.name)
     ]
     if args.reverse:

@@ -98,22 +98,37 @@ def _cases() -> list[CaseSpec]:
         for arch, seeds in (("cnn", (0, 1)), ("resnet18", resnet_seeds)):
             for seed in seeds:
                 out.append(
-                    CaseSpec(f"digits-{tag}-{arch}-s{seed}-bn", "digits", arch, strength, t, g,
-                             seed, "bn")
+                    CaseSpec(
+                        f"digits-{tag}-{arch}-s{seed}-bn",
+                        "digits",
+                        arch,
+                        strength,
+                        t,
+                        g,
+                        seed,
+                        "bn",
+                    )
                 )
         out.append(
-            CaseSpec(f"digits-{tag}-cnn-s2-finetune", "digits", "cnn", strength, t, g, 2,
-                     "finetune")
+            CaseSpec(
+                f"digits-{tag}-cnn-s2-finetune", "digits", "cnn", strength, t, g, 2, "finetune"
+            )
         )
     for strength in ("none", "weak", "medium", "strong"):
         for seed in (0, 1):
             t, g = ("Warm", "Textured") if strength != "none" else (None, None)
-            out.append(CaseSpec(f"demo-{strength}-cnn-s{seed}-bn", "demo", "cnn", strength, t, g,
-                                seed, "bn"))
+            out.append(
+                CaseSpec(
+                    f"demo-{strength}-cnn-s{seed}-bn", "demo", "cnn", strength, t, g, seed, "bn"
+                )
+            )
     for strength in ("none", "medium", "strong"):
         t, g = ("Warm", "Textured") if strength != "none" else (None, None)
-        out.append(CaseSpec(f"demo-{strength}-cnn-s2-finetune", "demo", "cnn", strength, t, g,
-                            2, "finetune"))
+        out.append(
+            CaseSpec(
+                f"demo-{strength}-cnn-s2-finetune", "demo", "cnn", strength, t, g, 2, "finetune"
+            )
+        )
     return out
 
 
@@ -201,8 +216,7 @@ def make_digits_bundle(path: Path, spec: CaseSpec, *, size: int = IMAGE_SIZE) ->
         keep[tr] = False
         keep[sub] = True
     x = torch.from_numpy(raw[keep] / 16.0)[:, None]
-    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
-                                        align_corners=False)
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     img = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).repeat(1, 3, 1, 1).numpy()
     ids = np.asarray([f"digit{i:04d}" for i in np.flatnonzero(keep)])
     np.savez(
@@ -263,7 +277,11 @@ def _train_digits(path: Path, spec: CaseSpec, out: Path, *, quick: bool = False)
             opt.step()
             sched.step()
     save_checkpoint(
-        out, model.eval(), arch=arch, arch_kwargs=kwargs, outputs=list(DIGIT_TARGETS),
+        out,
+        model.eval(),
+        arch=arch,
+        arch_kwargs=kwargs,
+        outputs=list(DIGIT_TARGETS),
         task="multilabel",
         preprocess={"image_size": IMAGE_SIZE, "mean": mean, "std": std},
     )
@@ -317,7 +335,9 @@ def build_case(spec: CaseSpec, *, root: Path | None = None, quick: bool = False)
             from audit.demo import prepare_demo
 
             model, data = prepare_demo(
-                seed=spec.seed, cache_dir=entry.parent / "demo", params=_demo_params(spec),
+                seed=spec.seed,
+                cache_dir=entry.parent / "demo",
+                params=_demo_params(spec),
                 sizes=DEMO_SIZES,
             )
         t_train = time.perf_counter() - t0
@@ -366,7 +386,10 @@ def _git_head() -> str | None:
 
     try:
         return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
             cwd=Path(audit.__file__).parent,  # the code that ran the audit
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

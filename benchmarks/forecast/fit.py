@@ -9,7 +9,8 @@
 * the forecast interval per (metric, sparsity): quantiles of the design residuals
   (measured Δ − forecast Δ), taken out of fold (each design case forecast by coefficients
   fitted without it), so that the interval reflects forecasting an unseen case;
-* the risk thresholds on the forecast Δ, picked on the design part (see ``_risk_thresholds``).
+* the risk thresholds on the predicted 95% CI lower bound of the measured Δ
+  (``audit.forecast.predicted_ci_low``), picked on the design part (``_risk_thresholds``).
 
 The benchmark figures shipped with the coefficients are added by ``score.py``.
 """
@@ -100,26 +101,35 @@ def fit_flip_model(cases: list[corpus.CaseData]) -> dict[str, dict[str, list[flo
 
 
 def _risk_thresholds(score: np.ndarray, event: np.ndarray) -> tuple[float, float]:
-    """(medium, high) cut-offs on a pair's larger forecast Δ (FNR/FPR gap).
+    """(medium, high) cut-offs on a pair's larger predicted CI lower bound (FNR/FPR gap).
 
-    ``high`` is the smallest cut-off (on a 0.005 grid) above which at least half of the design
-    pairs had an event; ``medium`` the smallest one above which the event rate is at least
-    twice the design base rate. Both from design pairs at every audited sparsity pooled.
+    Events are rare (a few per metric and sparsity once the gate's intervals are valid), so
+    the levels are set by what they are to mean, on the design pairs' out-of-fold scores at
+    every audited sparsity pooled, on a 0.01 grid:
+
+    * ``medium`` is the largest cut-off below which (at least 20 pairs) the event rate is at
+      most a quarter of the design base rate: ``low`` means an event is rare;
+    * ``high`` is the smallest cut-off above ``medium`` at or above which (at least 20
+      pairs) the event rate is at least 1.5 times the base rate; failing that, the design
+      scores' 90th percentile.
     """
     base = float(event.mean())
-    grid = np.round(np.arange(0.0, 0.2001, 0.005), 3)
-    high = medium = None
+    grid = np.round(np.arange(-0.30, 0.1001, 0.01), 3)
+    medium = None
     for t in grid:
-        sel = score >= t
-        if sel.sum() < 10:
-            break
-        rate = event[sel].mean()
-        if medium is None and rate >= min(2 * base, 0.5):
+        below = score < t
+        if below.sum() >= 20 and event[below].mean() <= base / 4:
             medium = float(t)
-        if high is None and rate >= 0.5:
+    if medium is None:
+        medium = float(np.round(np.quantile(score, 0.25), 2))
+    high = None
+    for t in grid[grid > medium]:
+        above = score >= t
+        if above.sum() >= 20 and event[above].mean() >= 1.5 * base:
             high = float(t)
-    high = high if high is not None else float(grid[-1])
-    medium = medium if medium is not None and medium < high else round(high / 2, 3)
+            break
+    if high is None:
+        high = max(float(np.round(np.quantile(score, 0.9), 2)), medium + 0.01)
     return medium, high
 
 
@@ -131,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"design cases: {len(design)}", flush=True)
     coef = fit_flip_model(design)
     model = {
-        "version": 2,
+        "version": 3,
         "features": list(F.FLIP_FEATURES),
         "sparsities": list(corpus.SPARSITIES),
         "flip_coef": coef,
@@ -168,11 +178,23 @@ def main(argv: list[str] | None = None) -> int:
                 round(float(np.quantile(r, lo_q)), 4),
                 round(float(np.quantile(r, hi_q)), 4),
             ]
-    score_v = np.array([row["pair_score"] for row in rows if row["pair_score"] is not None])
-    event_v = np.array([row["pair_event"] for row in rows if row["pair_score"] is not None])
-    medium, high = _risk_thresholds(score_v, event_v.astype(bool))
+    scored = [
+        row
+        for row in rows
+        if row["pair_score"] is not None
+        and np.isfinite(row["pair_score"])
+        and row["pair_event"] is not None
+    ]
+    score_v = np.array([row["pair_score"] for row in scored])
+    event_v = np.array([row["pair_event"] for row in scored], dtype=bool)
+    medium, high = _risk_thresholds(score_v, event_v)
     model["interval"] = {"level": INTERVAL_LEVEL, "residual_quantiles": interval}
-    model["risk"] = {"medium": medium, "high": high}
+    model["risk"] = {
+        "score": "predicted_ci_low",
+        "medium": medium,
+        "high": high,
+        "design_base_rate": round(float(event_v.mean()), 4),
+    }
     args.out.write_text(json.dumps(model, indent=1) + "\n")
     print(json.dumps({k: model[k] for k in ("flip_coef", "interval", "risk")}, indent=1))
     return 0

@@ -22,17 +22,15 @@ _LEVELS = ("low", "medium", "high")
 
 
 def _moved_rates(pop: Population, key: GroupKey, a: int, pred: np.ndarray, w_all: np.ndarray):
-    y = pop.labels[:, a]
-    p = pred[:, a]
+    """Dense and moved FNR/FPR per cell, counts from the disaggregation engine."""
+    y = pop.labels[:, a : a + 1]
+    p = pred[:, a : a + 1]
     minority_positive = pop.train_positive_rate[a] <= 0.5
-    pos = np.bincount(key.cells, weights=(y == 1), minlength=key.n_cells)
-    neg = np.bincount(key.cells, weights=(y == 0), minlength=key.n_cells)
-    fn = np.bincount(key.cells, weights=(y == 1) & (p == 0), minlength=key.n_cells)
-    fp = np.bincount(key.cells, weights=(y == 0) & (p == 1), minlength=key.n_cells)
-    side = p == 1 if minority_positive else p == 0
-    w = w_all * side
-    flips_pos = np.bincount(key.cells, weights=w * (y == 1), minlength=key.n_cells)
-    flips_neg = np.bincount(key.cells, weights=w * (y == 0), minlength=key.n_cells)
+    tp, fp, tn, fn = M.confusion_counts(y, p, key.cells, n_cells=key.n_cells)[0].T
+    side = p[:, 0] == 1 if minority_positive else p[:, 0] == 0
+    w = M.confusion_counts(y, p, key.cells, n_cells=key.n_cells, weights=w_all * side)[0].T
+    flips_pos, flips_neg = w[0] + w[3], w[1] + w[2]  # weighted tp + fn, fp + tn
+    pos, neg = tp + fn, fp + tn
     sign = 1.0 if minority_positive else -1.0
     with np.errstate(invalid="ignore", divide="ignore"):
         fnr, fpr = fn / pos, fp / neg

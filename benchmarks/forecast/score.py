@@ -40,7 +40,9 @@ from audit import validate as V  # noqa: E402
 
 HERE = Path(__file__).parent
 MODEL_PATH = HERE.parents[1] / "audit" / "forecast_model.json"
-RULES = ("fitted", "today")
+RULES = ("fitted", "fitted_ci_low", "today")
+"""Scores put side by side: the fitted rule's forecast Δ, its predicted CI lower bound (the
+score its risk levels use) and today's (previous) rule."""
 
 
 _MEASURED: dict[str, list[dict[str, Any]]] = {}
@@ -55,7 +57,9 @@ def _measured(case: corpus.CaseData) -> list[dict[str, Any]]:
 
 def _measure(case: corpus.CaseData) -> list[dict[str, Any]]:
     boot = V.PairedBootstrap(
-        case.pop, case.dense_probs, case.thresholds,
+        case.pop,
+        case.dense_probs,
+        case.thresholds,
         n_resamples=int(case.report["inputs"]["bootstrap"]),
         seed=int(case.report["inputs"]["seed"]),
     )
@@ -68,8 +72,14 @@ def case_rows(case: corpus.CaseData, model: F.ForecastModel) -> list[dict[str, A
     dense = criteria.model_metrics(pop, case.dense_probs, case.thresholds)
     inter = dense["interdependence"]
     fc = F.forecast(
-        pop, case.dense_probs, thr, inter, sparsities=case.sparsities, target_sparsity=0.9,
-        recovery=case.spec.recovery, model=model,
+        pop,
+        case.dense_probs,
+        thr,
+        inter,
+        sparsities=case.sparsities,
+        target_sparsity=0.9,
+        recovery=case.spec.recovery,
+        model=model,
     )
     today = rules.todays_forecast(pop, case.dense_probs, thr, inter)
     measured = _measured(case)
@@ -108,17 +118,18 @@ def case_rows(case: corpus.CaseData, model: F.ForecastModel) -> list[dict[str, A
                     "measured": m,
                     "forecast": {
                         "fitted": dict(pred),
+                        "fitted_ci_low": dict(b["predicted_ci_low"]),
                         "today": {"fnr_gap": td["fnr_gap"], "fpr_gap": td["fpr_gap"]},
                     },
                     "interval": b["interval"],
-                    "risk": {"fitted": b["risk"], "today": td["risk"]},
+                    "risk": {"fitted": b["risk"], "fitted_ci_low": b["risk"], "today": td["risk"]},
                     "dense": {
                         "fnr_gap": pair["dense_gap"]["fnr_gap"],
                         "fpr_gap": pair["dense_gap"]["fpr_gap"],
                         "bias_amplification": pair["dense_bias_amplification"],
                         "interdependence_excess": pair["interdependence_excess"],
                     },
-                    "pair_score": F._worst(pred),
+                    "pair_score": F._worst(b["predicted_ci_low"]),
                     "pair_event": scoring.pair_event({"measured": m}),
                 }
             )
@@ -159,9 +170,7 @@ def score_part(rows: list[dict[str, Any]], susc: list[dict[str, float | None]]) 
         )
         for s in sp
     }
-    out["susceptibility_auroc"] = {
-        repr(s): _summary([d.get(repr(s)) for d in susc]) for s in sp
-    }
+    out["susceptibility_auroc"] = {repr(s): _summary([d.get(repr(s)) for d in susc]) for s in sp}
     return out
 
 
@@ -187,17 +196,40 @@ def _summary(vals: list[float | None]) -> dict[str, Any]:
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    cols = ["case", "part", "source", "arch", "recovery", "strength", "target", "group",
-            "planted", "sparsity"]
+    cols = [
+        "case",
+        "part",
+        "source",
+        "arch",
+        "recovery",
+        "strength",
+        "target",
+        "group",
+        "planted",
+        "sparsity",
+    ]
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         head = list(cols)
         for m in scoring.METRICS:
-            head += [f"measured_{m}", f"measured_{m}_lo", f"measured_{m}_hi",
-                     f"fitted_{m}", f"fitted_{m}_lo", f"fitted_{m}_hi"]
-        head += ["today_fnr_gap", "today_fpr_gap", "risk_fitted", "risk_today",
-                 "dense_fnr_gap", "dense_fpr_gap", "dense_bias_amplification",
-                 "dense_interdependence_excess"]
+            head += [
+                f"measured_{m}",
+                f"measured_{m}_lo",
+                f"measured_{m}_hi",
+                f"fitted_{m}",
+                f"fitted_{m}_lo",
+                f"fitted_{m}_hi",
+            ]
+        head += [
+            "today_fnr_gap",
+            "today_fpr_gap",
+            "risk_fitted",
+            "risk_today",
+            "dense_fnr_gap",
+            "dense_fpr_gap",
+            "dense_bias_amplification",
+            "dense_interdependence_excess",
+        ]
         w.writerow(head)
 
         def f(x):
@@ -209,12 +241,24 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
                 meas = r["measured"][m]
                 ci = meas["ci"] or [None, None]
                 iv = r["interval"].get(m) or [None, None]
-                line += [f(meas["value"]), f(ci[0]), f(ci[1]),
-                         f(r["forecast"]["fitted"].get(m)), f(iv[0]), f(iv[1])]
-            line += [f(r["forecast"]["today"]["fnr_gap"]), f(r["forecast"]["today"]["fpr_gap"]),
-                     r["risk"]["fitted"], r["risk"]["today"]]
-            line += [f(r["dense"][k]) for k in ("fnr_gap", "fpr_gap", "bias_amplification",
-                                                 "interdependence_excess")]
+                line += [
+                    f(meas["value"]),
+                    f(ci[0]),
+                    f(ci[1]),
+                    f(r["forecast"]["fitted"].get(m)),
+                    f(iv[0]),
+                    f(iv[1]),
+                ]
+            line += [
+                f(r["forecast"]["today"]["fnr_gap"]),
+                f(r["forecast"]["today"]["fpr_gap"]),
+                r["risk"]["fitted"],
+                r["risk"]["today"],
+            ]
+            line += [
+                f(r["dense"][k])
+                for k in ("fnr_gap", "fpr_gap", "bias_amplification", "interdependence_excess")
+            ]
             w.writerow(line)
 
 
@@ -222,8 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--design-only", action="store_true", help="never open the held-out part")
     ap.add_argument("--out", type=Path, default=HERE, help="where results are written")
-    ap.add_argument("--no-ship", action="store_true",
-                    help="do not write the figures into audit/forecast_model.json")
+    ap.add_argument(
+        "--no-ship",
+        action="store_true",
+        help="do not write the figures into audit/forecast_model.json",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     raw = json.loads(MODEL_PATH.read_text())
@@ -240,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "corpus_version": corpus.CORPUS_VERSION,
         "event": f"measured Δ's 95% CI lower bound > {scoring.EVENT_LIMIT}",
+        "point_event": f"measured Δ > {scoring.EVENT_LIMIT} (secondary)",
         "model_fitted_on": raw.get("fitted_on"),
         "parts": {p: score_part(rows, susc[p]) for p, rows in parts.items() if rows},
     }
@@ -256,30 +304,50 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def shipped_summary(results: dict[str, Any]) -> dict[str, Any]:
-    """The held-out figures every report quotes for the rule in use."""
+    """The held-out figures every report quotes for the rule in use.
+
+    Per metric and sparsity: Spearman of the forecast Δ (with its case-bootstrap interval),
+    the event count and the AUROC of the score the risk levels use (the predicted CI lower
+    bound for the FNR/FPR gaps, the forecast Δ for BA, which has no such bound), with its
+    interval; the forecast Δ's own AUROC; the point-event count and AUROC (secondary).
+    """
     h = results["parts"]["heldout"]
-    fit = h["fitted"]
-    by = fit["by_metric"]
+    fit, ci_low = h["fitted"]["by_metric"], h["fitted_ci_low"]["by_metric"]
+    by: dict[str, Any] = {}
+    for m, by_s in fit.items():
+        by[m] = {}
+        for s, v in by_s.items():
+            risk = ci_low.get(m, {}).get(s) or v
+            by[m][s] = {
+                "n": v["n"],
+                "events": v["events"],
+                "spearman": v["spearman"],
+                "spearman_ci": v["spearman_ci"],
+                "auroc": risk["auroc"],
+                "auroc_ci": risk["auroc_ci"],
+                "auroc_score": "predicted_ci_low" if m in ci_low and ci_low[m] else "forecast Δ",
+                "auroc_delta": v["auroc"],
+                "point_events": v["point_events"],
+                "auroc_point": v["auroc_point"],
+            }
     return {
         "corpus_version": results["corpus_version"],
         "part": "heldout",
         "cases": h["cases"],
         "pairs": h["pairs"],
         "event": results["event"],
-        "by_metric": {
-            m: {
-                s: {k: v[k] for k in ("n", "events", "spearman", "auroc")}
-                for s, v in by[m].items()
-            }
-            for m in by
-        },
-        "risk_event_rates": fit["risk_levels"],
+        "point_event": results["point_event"],
+        "by_metric": by,
+        "risk_event_rates": h["fitted"]["risk_levels"],
         "interval_coverage": {
             m: {s: v["coverage"] for s, v in cov.items()}
-            for m, cov in fit["interval_coverage"].items()
+            for m, cov in h["fitted"]["interval_coverage"].items()
         },
         "todays_rule": {
-            m: {s: {k: v[k] for k in ("spearman", "auroc")} for s, v in by_s.items()}
+            m: {
+                s: {k: v[k] for k in ("spearman", "auroc", "auroc_ci", "auroc_point")}
+                for s, v in by_s.items()
+            }
             for m, by_s in h["today"]["by_metric"].items()
         },
     }
@@ -294,16 +362,26 @@ def _ci(c: list[float] | None) -> str:
 
 
 def render_md(results: dict[str, Any]) -> str:
-    lines = [f"# Forecast benchmark results (corpus v{results['corpus_version']})", "",
-             f"Event: {results['event']}. Intervals: 95% case-level bootstrap.", ""]
+    lines = [
+        f"# Forecast benchmark results (corpus v{results['corpus_version']})",
+        "",
+        f"Event: {results['event']}; point event: {results['point_event']}. "
+        "Intervals: 95% case-level bootstrap. *CI-bound* is the fitted rule's predicted "
+        "95% CI lower bound (the score its risk levels use); *Δ* its forecast Δ.",
+        "",
+    ]
     for part, res in results["parts"].items():
         lines += [f"## {part} part: {res['cases']} cases, {res['pairs']} pairs", ""]
-        lines += ["| metric | sparsity | events / rows | Spearman (fitted) | Spearman (today) "
-                  "| AUROC (fitted) | AUROC (today) | interval coverage |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "| metric | sparsity | events / rows | Spearman (fitted Δ) | Spearman (today) "
+            "| AUROC (fitted CI-bound) | AUROC (fitted Δ) | AUROC (today) "
+            "| point events | point AUROC (fitted Δ / today) | interval coverage |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for m in scoring.METRICS:
             for s in map(repr, corpus.SPARSITIES):
                 a = res["fitted"]["by_metric"].get(m, {}).get(s)
+                c = res["fitted_ci_low"]["by_metric"].get(m, {}).get(s)
                 b = res["today"]["by_metric"].get(m, {}).get(s)
                 cov = res["fitted"]["interval_coverage"][m].get(s, {}).get("coverage")
                 if a is None:
@@ -312,33 +390,52 @@ def render_md(results: dict[str, Any]) -> str:
                     f"| {m} | {s} | {a['events']} / {a['n']} "
                     f"| {_f(a['spearman'])}{_ci(a['spearman_ci'])} "
                     f"| {_f(b['spearman']) + _ci(b['spearman_ci']) if b else 'no forecast'} "
+                    f"| {_f(c['auroc']) + _ci(c['auroc_ci']) if c else 'no bound'} "
                     f"| {_f(a['auroc'])}{_ci(a['auroc_ci'])} "
                     f"| {_f(b['auroc']) + _ci(b['auroc_ci']) if b else 'no forecast'} "
+                    f"| {a['point_events']} "
+                    f"| {_f(a['auroc_point'])} / {_f(b['auroc_point']) if b else '—'} "
                     f"| {_f(cov)} |"
                 )
-        lines += ["", "Risk levels (event on the FNR or FPR gap), pairs and event rate:", "",
-                  "| rule | sparsity | low | medium | high |", "|---|---:|---:|---:|---:|"]
-        for rule in RULES:
+        lines += [
+            "",
+            "Risk levels (event on the FNR or FPR gap), pairs and event rate:",
+            "",
+            "| rule | sparsity | low | medium | high |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for rule in ("fitted", "today"):
             for s, t in res[rule]["risk_levels"].items():
-                cells = [
-                    f"{t[lv]['pairs']} ({_f(t[lv]['event_rate'])})" for lv in scoring.LEVELS
-                ]
+                cells = [f"{t[lv]['pairs']} ({_f(t[lv]['event_rate'])})" for lv in scoring.LEVELS]
                 lines.append(f"| {rule} | {s} | " + " | ".join(cells) + " |")
-        lines += ["", "Planted vs unplanted pairs (AUROC; planted pair ranked first in its case):",
-                  "", "| score | sparsity | AUROC | ranked first |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "Planted vs unplanted pairs (AUROC; planted pair ranked first in its case):",
+            "",
+            "| score | sparsity | AUROC | ranked first |",
+            "|---|---:|---:|---:|",
+        ]
         for rule in RULES:
             for s, v in res[rule]["planted_vs_unplanted"].items():
-                lines.append(f"| {rule} forecast | {s} | {_f(v['auroc'])} "
-                             f"| {v['ranked_first']} of {v['planted']} |")
+                lines.append(
+                    f"| {rule} forecast | {s} | {_f(v['auroc'])} "
+                    f"| {v['ranked_first']} of {v['planted']} |"
+                )
         for s, v in res["measured_ba_planted_vs_unplanted"].items():
-            lines.append(f"| measured Δ BA | {s} | {_f(v['auroc'])} "
-                         f"| {v['ranked_first']} of {v['planted']} |")
-        lines += ["", "Susceptibility ranking, AUROC for 'any prediction flipped' per case "
-                  "(median, range):", ""]
+            lines.append(
+                f"| measured Δ BA | {s} | {_f(v['auroc'])} "
+                f"| {v['ranked_first']} of {v['planted']} |"
+            )
+        lines += [
+            "",
+            "Susceptibility ranking, AUROC for 'any prediction flipped' per case (median, range):",
+            "",
+        ]
         for s, v in res["susceptibility_auroc"].items():
             if v.get("n"):
-                lines.append(f"- {s}: {_f(v['median'])} ({_f(v['min'])}–{_f(v['max'])}), "
-                             f"{v['n']} cases")
+                lines.append(
+                    f"- {s}: {_f(v['median'])} ({_f(v['min'])}–{_f(v['max'])}), {v['n']} cases"
+                )
         lines.append("")
     return "\n".join(lines) + "\n"
 

@@ -5,7 +5,8 @@ and a forecast Δ per rule. ``score_rows`` returns every figure of the benchmark
 
 * Spearman rank correlation of forecast Δ vs measured Δ, per metric and sparsity;
 * AUROC of forecast Δ for the *event* "measured Δ's CI lower bound > ``EVENT_LIMIT``", per
-  metric and sparsity;
+  metric and sparsity (the acceptance's event), and, as a secondary figure with many more
+  events, for the *point event* "measured Δ > ``EVENT_LIMIT``";
 * both with 95% case-level bootstrap intervals (cases resampled with replacement, all rows of
   a drawn case kept together, ``n_boot`` replicates, seeded);
 * risk levels: per level, pairs and the share with an event (on FNR or FPR gap);
@@ -53,7 +54,17 @@ def event_auroc(score: Sequence[float], event: Sequence[bool]) -> float | None:
     return float(v) if np.isfinite(v) else None
 
 
-def _pairs(rows: list[dict[str, Any]], metric: str, rule: str, s: float):
+def is_point_event(measured: dict[str, Any], limit: float = EVENT_LIMIT) -> bool | None:
+    """True when the measured Δ itself exceeds ``limit``; None when undefined."""
+    if measured.get("value") is None:
+        return None
+    return bool(measured["value"] > limit)
+
+
+Item = tuple[str, float, float, bool, bool]  # case, forecast, measured, event, point event
+
+
+def _pairs(rows: list[dict[str, Any]], metric: str, rule: str, s: float) -> list[Item]:
     out = []
     for r in rows:
         if r["sparsity"] != s:
@@ -63,13 +74,13 @@ def _pairs(rows: list[dict[str, Any]], metric: str, rule: str, s: float):
         ev = is_event(m)
         if f is None or ev is None:
             continue
-        out.append((r["case"], float(f), float(m["value"]), ev))
+        out.append((r["case"], float(f), float(m["value"]), ev, bool(is_point_event(m))))
     return out
 
 
 def case_bootstrap(
-    items: list[tuple[str, float, float, bool]],
-    stat: Callable[[list[tuple[str, float, float, bool]]], float | None],
+    items: list[Item],
+    stat: Callable[[list[Item]], float | None],
     *,
     n_boot: int,
     seed: int,
@@ -100,6 +111,10 @@ def _auc(items):
     return event_auroc([i[1] for i in items], [i[3] for i in items])
 
 
+def _auc_point(items):
+    return event_auroc([i[1] for i in items], [i[4] for i in items])
+
+
 def score_rule(
     rows: list[dict[str, Any]],
     rule: str,
@@ -123,6 +138,9 @@ def score_rule(
                 "spearman_ci": case_bootstrap(items, _rho, n_boot=n_boot, seed=seed),
                 "auroc": _auc(items),
                 "auroc_ci": case_bootstrap(items, _auc, n_boot=n_boot, seed=seed),
+                "point_events": int(sum(i[4] for i in items)),
+                "auroc_point": _auc_point(items),
+                "auroc_point_ci": case_bootstrap(items, _auc_point, n_boot=n_boot, seed=seed),
             }
     return out
 
