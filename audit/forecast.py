@@ -24,11 +24,18 @@ requested sparsity), for every (target a, group key g):
 * **Interval.** Forecast Δ + the 5% and 95% quantiles of the out-of-fold residuals
   (measured − forecast) on the design part, per metric and sparsity; its coverage of the
   measured Δ on the held-out part is shipped with the coefficients and shown in reports.
-* **Risk.** ``high`` when the larger forecast Δ (FNR or FPR gap) is ≥ the shipped ``high``
-  cut-off, ``medium`` when ≥ ``medium``, else ``low``; the cut-offs were picked on the design
-  part (high: at least half of such pairs had an event, i.e. a measured Δ whose 95% CI lower
-  bound exceeded 0.02) and the event rate per level on the held-out part is shipped and
-  shown. The verdict is the highest risk over all pairs at the target sparsity.
+* **Predicted evidence.** For the FNR and FPR gaps, ``predicted_ci_low`` forecasts the
+  measured Δ's 95% CI lower bound: the gate's own interval functions (projection interval for
+  a binary key, box bound for more cells) applied to the dense cell rates with their binomial
+  errors and the forecast per-cell change with its paired error (``predicted_ci_low``).
+* **Risk.** ``high`` when the larger predicted CI lower bound (FNR or FPR gap) is ≥ the
+  shipped ``high`` cut-off, ``medium`` when ≥ ``medium``, else ``low`` (a model file may put
+  the cut-offs on the forecast Δ instead: ``risk.score``). The cut-offs were picked on the
+  design part's out-of-fold pairs (``benchmarks/forecast/fit.py``: below ``medium`` an event —
+  a measured Δ whose 95% CI lower bound exceeds 0.02 — is at most a quarter as frequent as on
+  average, at or above ``high`` at least 1.5 times) and the event rate per level on the
+  held-out part is shipped and shown. The verdict is the highest risk over all pairs at the
+  target sparsity.
 
 (An earlier rule flipped every uncertain minority-side sample, one number per pair for an
 unstated sparsity; on the benchmark it ranks worse — README, "Forecast".)
@@ -58,7 +65,9 @@ RULE = (
     "leans for the sample's group — with β fitted on the forecast benchmark's design part. The "
     "expected flips move each group's FNR/FPR and the bias amplification; the forecast Δ is "
     "that move, with an interval from held-out-calibrated residuals. Risk is high / medium "
-    "when the larger forecast Δ of the FNR/FPR gap reaches the benchmark-calibrated cut-offs."
+    "when the larger predicted 95% CI lower bound of the measured FNR/FPR-gap Δ (the gate's "
+    "interval applied to the dense cell rates and the forecast move) reaches the "
+    "benchmark-calibrated cut-offs."
 )
 
 

@@ -174,3 +174,18 @@ def test_todays_rule_hand_computed() -> None:
     # positives are the minority: uncertain predicted positives (i0, i2, i4, i5) flip to 0.
     # FNR 0/2, 0/2 → 1/2 (i0), 2/2 (i4, i5): gap +0.5; FPR 1/2, 0/2 → 0/2 (i2), 0/2: −0.5
     assert out == {"fnr_gap": pytest.approx(0.5), "fpr_gap": pytest.approx(-0.5), "risk": "high"}
+
+
+def test_risk_cut_offs_mean_what_they_say() -> None:
+    """fit._risk_thresholds: low = events rare, high = a positive predicted bound."""
+    import fit
+
+    score = np.repeat([-0.2, -0.03, 0.0, 0.02], [100, 100, 30, 25])
+    event = np.zeros(len(score), dtype=bool)
+    event[[*range(100, 110), *range(200, 203), *range(230, 240)]] = True  # 0 / 10 / 3 / 10
+    medium, high = fit._risk_thresholds(score, event)
+    # base rate 23/255: below −0.035 only the −0.2 pairs (0%); below −0.025 already 5% > ¼ base
+    assert medium == pytest.approx(-0.035)
+    # the 25 pairs at +0.02 have 40% ≥ 1.5 × base; the exact zeros stay below high
+    assert high == pytest.approx(0.005)
+    assert medium <= 0.0 < high

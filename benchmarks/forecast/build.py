@@ -3,8 +3,8 @@
 Builds every case of ``corpus.CASES`` that has no finished cache entry yet, one after the
 other in this process (one torch thread), and stops starting new cases once
 ``--budget-min`` minutes have passed, so the build can be run in chunks: run the command
-again until it prints ``0 left``. Then ``summarize.py`` turns the cache into the committed
-``corpus.json``.
+again until it prints ``0 left``. Then ``fit.py`` fits the forecast on the design part and
+``score.py`` scores it (benchmarks/README.md, "Forecast benchmark").
 """
 
 from __future__ import annotations

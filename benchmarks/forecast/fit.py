@@ -105,31 +105,37 @@ def _risk_thresholds(score: np.ndarray, event: np.ndarray) -> tuple[float, float
 
     Events are rare (a few per metric and sparsity once the gate's intervals are valid), so
     the levels are set by what they are to mean, on the design pairs' out-of-fold scores at
-    every audited sparsity pooled, on a 0.01 grid:
+    every audited sparsity pooled, on a grid of odd multiples of 0.005 (no cut-off sits on a
+    bound of exactly 0, see below):
 
     * ``medium`` is the largest cut-off below which (at least 20 pairs) the event rate is at
       most a quarter of the design base rate: ``low`` means an event is rare;
-    * ``high`` is the smallest cut-off above ``medium`` at or above which (at least 20
-      pairs) the event rate is at least 1.5 times the base rate; failing that, the design
-      scores' 90th percentile.
+    * ``high`` needs a *positive* predicted bound — the forecast expects the measured interval
+      to rule out "no widening" — and is the smallest positive cut-off at or above which (at
+      least 20 pairs) the event rate is at least 1.5 times the base rate; failing that (too
+      few pairs), the smallest positive one, 0.005.
+
+    The bound is exactly 0 for every pair whose dense rate is 0 (or 1) in both cells with no
+    forecast move (about one design pair in eight). Those pairs say nothing about a widening,
+    and on the design part they have the medium level's event rate (5 of 48), not a high one:
+    they stay ``medium``.
     """
     base = float(event.mean())
-    grid = np.round(np.arange(-0.30, 0.1001, 0.01), 3)
+    grid = np.round(np.arange(-0.305, 0.1, 0.01), 3)
     medium = None
-    for t in grid:
+    for t in grid[grid < 0]:
         below = score < t
         if below.sum() >= 20 and event[below].mean() <= base / 4:
             medium = float(t)
     if medium is None:
-        medium = float(np.round(np.quantile(score, 0.25), 2))
-    high = None
-    for t in grid[grid > medium]:
+        medium = float(grid[grid < 0][-1])
+    positive = grid[grid > 0]
+    high = float(positive[0])
+    for t in positive:
         above = score >= t
         if above.sum() >= 20 and event[above].mean() >= 1.5 * base:
             high = float(t)
             break
-    if high is None:
-        high = max(float(np.round(np.quantile(score, 0.9), 2)), medium + 0.01)
     return medium, high
 
 
