@@ -1,6 +1,6 @@
 """prune-audit: will pruning make this vision model more biased? Forecast it, then prove it.
 
-Public API only; see ``audit.runner`` for the pipeline.
+Public API only; the stages live in ``audit.pipeline``.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from audit.report.formats import (  # noqa: E402
 )
 
 if TYPE_CHECKING:
-    from audit.runner import AuditResult, Progress
+    from audit.pipeline import AuditResult, Progress
 
 
 def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> AuditResult:
-    """Run an audit and write its reports; see :func:`audit.runner.run_audit`.
+    """Run an audit and write its reports; see :func:`audit.pipeline.run_audit`.
 
     Imported lazily: the pipeline imports torch, which ``import audit`` does not need.
     """
-    from audit.runner import run_audit as _run
+    from audit.pipeline import run_audit as _run
 
     return _run(config, progress=progress)
 

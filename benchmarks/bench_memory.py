@@ -117,8 +117,9 @@ def child(args: argparse.Namespace) -> None:
 
     sys.path.insert(0, str(HERE))
     from audit import AuditConfig, Policy
-    from audit import runner as runner_mod
     from audit.model_io import load_model
+    from audit.pipeline import decode as decode_mod
+    from audit.pipeline import run_audit
 
     torch.set_num_threads(2)
     with _Sampler() as s:
@@ -127,15 +128,15 @@ def child(args: argparse.Namespace) -> None:
             load_model(args.model, arch="synth:tiny_net")
         else:
             if args.mode == "spill":
-                runner_mod.build_image_cache = functools.partial(
-                    runner_mod.build_image_cache, memmap_threshold_bytes=64 << 20
+                decode_mod.build_image_cache = functools.partial(
+                    decode_mod.build_image_cache, memmap_threshold_bytes=64 << 20
                 )
             cfg = AuditConfig(
                 model=args.model, data=args.data, out=args.out, arch="synth:tiny_net",
                 groups=("tinted",), validate=False, device="cpu", quiet=True,
                 policy=Policy(min_group_size=5),
             )
-            runner_mod.run_audit(cfg)
+            run_audit(cfg)
         wall = time.perf_counter() - t0
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"wall_s": wall, "peak_kb": s.peak, "ru_maxrss_kb": maxrss}))

@@ -19,8 +19,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import audit.pipeline.prepare as runner_module
 import audit.report.writer as writer
-import audit.runner as runner_module
 from audit.cli import app
 from tests.conftest import check_args
 
