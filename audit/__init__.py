@@ -1,6 +1,9 @@
 """prune-audit: will pruning make this vision model more biased? Forecast it, then prove it.
 
-Public API only; the stages live in ``audit.pipeline``.
+Owns: the public API and ``__all__`` only — ``run_audit`` and ``AuditConfig``, the policy,
+the error kinds, ``save_checkpoint`` and the report-format registry's public functions.
+Must not: hold any stage's code (the stages live in :mod:`audit.pipeline`, imported when
+``run_audit`` is first called; the typed results in :mod:`audit.results`).
 """
 
 from __future__ import annotations
@@ -23,16 +26,14 @@ from audit.report.formats import (  # noqa: E402
     register_report_format,
     report_format_names,
 )
+from audit.results import Report  # noqa: E402
 
 if TYPE_CHECKING:
     from audit.pipeline import AuditResult, Progress
 
 
 def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> AuditResult:
-    """Run an audit and write its reports; see :func:`audit.pipeline.run_audit`.
-
-    Imported lazily: the pipeline imports torch, which ``import audit`` does not need.
-    """
+    """Run an audit and write its reports; see :func:`audit.pipeline.run_audit`."""
     from audit.pipeline import run_audit as _run
 
     return _run(config, progress=progress)
@@ -46,6 +47,7 @@ __all__ = [
     "InputError",
     "Policy",
     "PolicyError",
+    "Report",
     "ReportFormat",
     "UsageError",
     "__version__",
