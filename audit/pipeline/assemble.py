@@ -4,7 +4,7 @@ Owns: building the :class:`audit.results.Report` from the stages' results (input
 plot data: calibration curves and per-cell probability histograms, warnings) and the
 ``predictions.npz`` arrays anyone can recompute every number from.
 Must not: compute a metric outside metrics/ (the histograms' per-cell counts come from the
-disaggregation engine, ``metrics.confusion_counts``), or write files.
+disaggregation engine, ``metrics.binned_sums``), or write files.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from audit import criteria
 from audit import metrics as M
 from audit._version import __version__
 from audit.data import Dataset
-from audit.metrics.calibration import _bin_index
 from audit.model_io import LoadedModel
 from audit.pipeline.context import RunContext
 from audit.pipeline.decode import Decoded
@@ -166,15 +165,15 @@ def calibration_curves(
 def _binned_counts(prob: np.ndarray, key: criteria.GroupKey, n_bins: int) -> np.ndarray:
     """Per-cell counts of the samples' ``prob`` in ``n_bins`` equal-width bins on [0, 1].
 
-    Through the disaggregation engine: the one-hot "p is in bin b" matrix (N, n_bins),
-    counted per group cell by ``metrics.confusion_counts`` (its TP count, every prediction
-    being 1); shape (n_cells, n_bins), the binning of ``metrics.probability_histogram``.
+    Through the disaggregation engine (``metrics.binned_sums``, the per-cell calibration
+    statistics; only its sample counts are used, so the labels passed are zeros); shape
+    (n_cells, n_bins), the binning of ``metrics.probability_histogram``.
     """
-    n = len(key.cells)
-    onehot = np.zeros((n, n_bins), dtype=np.int8)
-    onehot[np.arange(n), _bin_index(np.asarray(prob, dtype=np.float64), n_bins)] = 1
-    counts = M.confusion_counts(onehot, np.ones_like(onehot), key.cells, n_cells=key.n_cells)
-    return np.rint(counts[..., 0]).astype(np.int64).T
+    p = np.asarray(prob, dtype=np.float64)[:, None]
+    sums = M.binned_sums(
+        np.zeros_like(p, dtype=np.int8), p, key.cells, n_cells=key.n_cells, n_bins=n_bins
+    )
+    return np.rint(sums[0, :, :, 0]).astype(np.int64)
 
 
 def uncertainty_histograms(
