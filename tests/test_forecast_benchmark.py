@@ -120,7 +120,13 @@ def test_one_tiny_real_case_scores_with_the_tools_own_deltas(tmp_path: Path) -> 
     spec = corpus.CaseSpec(
         "digits-strong-even-thick-cnn-s0-bn", "digits", "cnn", "strong", "even", "thick", 0, "bn"
     )
+    import torch
+
+    threads = torch.get_num_threads()
     entry = corpus.build_case(spec, root=tmp_path, quick=True)
+    # the build runs on one thread but must leave the suite's setting alone (later tests,
+    # e.g. the golden demo report, depend on it to the last bits)
+    assert torch.get_num_threads() == threads
     case = corpus.load_case(spec, root=tmp_path)
     rows = score.case_rows(case, F.load_model())
     report = json.loads((entry / "audit" / "report.json").read_text())

@@ -320,6 +320,9 @@ def build_case(spec: CaseSpec, *, root: Path | None = None, quick: bool = False)
     entry = entry_dir(spec, root)
     if (entry / "done.json").is_file():
         return entry
+    # One thread per case (several build processes share the cores); restored afterwards, so
+    # a caller in the same process (the test suite) keeps its own setting.
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=entry.parent))
@@ -366,6 +369,7 @@ def build_case(spec: CaseSpec, *, root: Path | None = None, quick: bool = False)
             shutil.rmtree(entry)
         tmp.rename(entry)
     finally:
+        torch.set_num_threads(threads)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return entry
