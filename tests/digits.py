@@ -33,14 +33,26 @@ def digits_arrays(size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def make_digits_npz(
-    root: Path, *, n_train: int, n_val: int = 300, n_test: int = 500, seed: int = 0
+    root: Path,
+    *,
+    n_train: int,
+    n_val: int = 300,
+    n_test: int = 500,
+    seed: int = 0,
+    size: int = 32,
 ) -> Path:
-    """Write a train/val/test digits bundle with exactly ``n_train`` train images."""
-    images, labels, heavy = digits_arrays()
+    """Write a train/val/test digits bundle with exactly ``n_train`` train images.
+
+    The split rows are drawn from one seeded permutation, test rows first, then val, then
+    train, so bundles with equal ``seed``, ``n_val`` and ``n_test`` share their test and
+    val images whatever ``n_train`` is. ``size=8`` keeps the native scans.
+    """
+    images, labels, heavy = digits_arrays(size)
     order = np.random.default_rng(seed).permutation(len(labels))
     if n_train + n_val + n_test > len(order):
         raise ValueError(f"only {len(order)} digit scans; asked for {n_train + n_val + n_test}")
-    order = order[: n_train + n_val + n_test]
+    test, val = order[:n_test], order[n_test : n_test + n_val]
+    order = np.concatenate([order[n_test + n_val : n_test + n_val + n_train], val, test])
     split = np.array(["train"] * n_train + ["val"] * n_val + ["test"] * n_test)
     root.mkdir(parents=True, exist_ok=True)
     np.savez(
@@ -56,11 +68,17 @@ def make_digits_npz(
 
 
 class DigitsCNN(nn.Module):
-    """Four Conv-BN-ReLU blocks (the last on 2×2 maps), global pool, Linear: ~100k weights."""
+    """Stride-2 Conv-BN-ReLU blocks, global pool, Linear.
 
-    def __init__(self, num_outputs: int = 10) -> None:
+    The default four blocks (~190k weights) end on 2×2 maps for 32×32 inputs; ``widths=(3,
+    16, 32, 64)`` on the native 8×8 scans (~24k weights) ends on 1×1 maps, where BatchNorm
+    in train mode normalises each channel over the batch alone.
+    """
+
+    def __init__(
+        self, num_outputs: int = 10, widths: tuple[int, ...] = (3, 32, 64, 96, 128)
+    ) -> None:
         super().__init__()
-        widths = (3, 32, 64, 96, 128)
         layers: list[nn.Module] = []
         for c_in, c_out in zip(widths, widths[1:], strict=False):
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1, stride=2), nn.BatchNorm2d(c_out)]
@@ -77,6 +95,11 @@ def digits_cnn(num_outputs: int = 10, **kwargs: object) -> nn.Module:
     return DigitsCNN(num_outputs)
 
 
+def small_digits_cnn(num_outputs: int = 10, **kwargs: object) -> nn.Module:
+    """``--arch tests.digits:small_digits_cnn``: three blocks for the native 8×8 scans."""
+    return DigitsCNN(num_outputs, widths=(3, 16, 32, 64))
+
+
 def train_dense(
     model: nn.Module, root: Path, *, steps: int, mean: float = 0.5, std: float = 0.25, seed: int = 0
 ) -> nn.Module:
@@ -84,7 +107,7 @@ def train_dense(
     torch.manual_seed(seed)
     with np.load(root / "bundle.npz") as z:
         keep = z["split"] == "train"
-        x = torch.from_numpy(z["images"][keep]).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(z["images"][keep]).permute(0, 3, 1, 2).contiguous().float() / 255.0
         y = torch.from_numpy(z["labels"][keep][:, 0])
     x = (x - mean) / std
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
