@@ -27,7 +27,9 @@ Under ``torchrun`` every rank holds (and decodes) only a contiguous shard of the
 :class:`Shard`; a pass runs each rank on its own rows and all-gathers the outputs in rank
 order, so every rank returns the array a single process would. BN recalibration keeps each
 batch of the single-process order, every rank forwarding the part of it that it holds, with
-every BatchNorm layer's batch statistics all-reduced (:func:`sync_batchnorm`).
+every BatchNorm layer's batch statistics all-reduced (:func:`sync_batchnorm`); fine-tuning
+does the same with the train split's batches and DistributedDataParallel
+(:func:`training_batches`, :func:`distributed_training`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ CALIB_BATCH_SIZE = 128
 #: 2% of the per-channel std at a few thousand samples, while every extra sample costs a
 #: forward pass at every audited sparsity.
 CALIB_MAX_SAMPLES = 4096
+
+#: Largest fine-tuning batch size (``--batch-size`` or ``CALIB_BATCH_SIZE`` caps it further).
+TRAIN_BATCH_SIZE = 64
 
 #: Largest automatic CUDA batch size (throughput is flat well before this).
 MAX_CUDA_BATCH = 1024
@@ -807,13 +812,16 @@ _SYNC_GROUP: list[object] = []
 def sync_batchnorm(model: nn.Module, runtime: Runtime) -> None:
     """Make ``model``'s BatchNorm layers all-reduce their train-mode batch statistics.
 
-    Under torchrun, for BN recalibration on a :class:`Shard`: each rank forwards only its
-    part of every batch of the single-process order (:func:`input_batches`), and every
-    eager BatchNorm layer in train mode all-reduces per-channel sum, sum of squares and
-    count (float64) before normalising and updating its running statistics, so they are
-    those of the whole batch, as SyncBatchNorm computes them (which refuses CPU tensors).
-    In eval mode the layers run as before. In place, for a pruned copy; a no-op without
-    torchrun or for a model that is not :func:`batchnorm_syncable`.
+    Under torchrun, for BN recalibration and fine-tuning on a :class:`Shard`: each rank
+    forwards only its part of every batch of the single-process order
+    (:func:`input_batches`, :func:`training_batches`), and every eager BatchNorm layer in
+    train mode all-reduces per-channel sum, sum of squares and count (float64) before
+    normalising and updating its running statistics, so they are those of the whole batch,
+    as SyncBatchNorm computes them (which refuses CPU tensors); with gradients enabled the
+    all-reduce is differentiable, so fine-tuning backpropagates through the whole batch's
+    statistics as one process does. In eval mode the layers run as before. In place, for a
+    pruned copy; a no-op without torchrun or for a model that is not
+    :func:`batchnorm_syncable`.
     """
     if runtime.dist.world == 1 or not batchnorm_syncable(model):
         return
@@ -841,7 +849,11 @@ def _synced_forward(
             return plain(x)
         c = x.shape[1]
         dims = [0, *range(2, x.ndim)]
-        x64 = x.detach().double()
+        # Fine-tuning backpropagates through the batch statistics, as one process's
+        # BatchNorm does: a differentiable all-reduce (its backward all-reduces the
+        # gradient). Recalibration runs under no_grad and needs no autograd graph.
+        grad = torch.is_grad_enabled()
+        x64 = x.double() if grad else x.detach().double()
         stats = torch.cat(
             [
                 x64.sum(dims),
@@ -849,7 +861,12 @@ def _synced_forward(
                 torch.tensor([x.numel() / c if c else 0.0], dtype=torch.float64, device=x.device),
             ]
         ).to(comm)
-        dist.all_reduce(stats, group=group)
+        if grad:
+            from torch.distributed.nn.functional import all_reduce
+
+            stats = all_reduce(stats, group=group)
+        else:
+            dist.all_reduce(stats, group=group)
         stats = stats.to(x.device)
         total, squares, count = stats[:c], stats[c : 2 * c], stats[2 * c]
         if count < 2:
@@ -860,13 +877,7 @@ def _synced_forward(
         mean = total / count
         var = (squares / count - mean * mean).clamp_min_(0.0)
         if bn.track_running_stats and bn.running_mean is not None:
-            # What F.batch_norm does in train mode: cumulative average for momentum=None,
-            # and the unbiased variance in the running estimate.
-            bn.num_batches_tracked.add_(1)
-            factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-            unbiased = var * (count / (count - 1))
-            bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
-            bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+            _update_running_stats(bn, mean.detach(), var.detach(), count.detach())
         shape = (1, c) + (1,) * (x.ndim - 2)
         scale = torch.rsqrt(var + bn.eps)
         if bn.affine:
@@ -877,6 +888,21 @@ def _synced_forward(
         return x * scale.to(x.dtype).view(shape) + shift.to(x.dtype).view(shape)
 
     return forward
+
+
+@torch.no_grad()
+def _update_running_stats(
+    bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor
+) -> None:
+    """Update running statistics as F.batch_norm does in train mode.
+
+    A cumulative average for ``momentum=None``, and the unbiased variance in the estimate.
+    """
+    bn.num_batches_tracked.add_(1)
+    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    unbiased = var * (count / (count - 1))
+    bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
+    bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
 
 
 def _gathered_batches(
@@ -905,28 +931,36 @@ def _gathered_batches(
 
 
 def training_batches(
-    images: torch.Tensor,
+    images: torch.Tensor | Shard,
     targets: np.ndarray,
     runtime: Runtime,
     *,
     epoch: int,
     seed: int,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+) -> Iterator[tuple[torch.Tensor, ...]]:
     """Shuffled (x, y) batches on the device for fine-tuning, seeded per epoch.
 
     The ``n`` samples are cut into ``ceil(n / b)`` batches (``b = min(calib_batch_size,
-    64)``) whose sizes differ by at most one, so every sample is used every epoch and no
-    batch is a short remainder: BatchNorm in train mode over a 1–2-sample batch (at layers
-    whose maps are 1×1) gives degenerate statistics that enter the running averages, and
-    used to be the last step of every epoch (450 images in batches of 64 ended each epoch
-    with a 2-sample batch).
+    TRAIN_BATCH_SIZE)``) whose sizes differ by at most one, so every sample is used every
+    epoch and no batch is a short remainder: BatchNorm in train mode over a 1–2-sample batch
+    (at layers whose maps are 1×1) gives degenerate statistics that enter the running
+    averages, and used to be the last step of every epoch (450 images in batches of 64 ended
+    each epoch with a 2-sample batch).
+
+    Given a :class:`Shard` under torchrun (``targets`` then holds this rank's rows), the
+    order and the batches are those of the whole split, and each rank gets, per batch, the
+    rows of it that it holds (possibly none) as ``(x, y, w)`` with ``w = world * rows here /
+    rows of the batch``: the factor that makes gradients averaged over the ranks (as
+    DistributedDataParallel averages them) those of the whole batch's mean loss.
 
     Raises
     ------
     ValueError
         If there are fewer than two training samples (BatchNorm cannot train on one).
     """
-    n = images.shape[0]
+    sharded = isinstance(images, Shard) and runtime.dist.world > 1
+    local = images.images if isinstance(images, Shard) else images
+    n = images.n if isinstance(images, Shard) else images.shape[0]
     if n < 2:
         raise ValueError(
             f"fine-tuning needs at least 2 training samples (BatchNorm normalises over the "
@@ -935,7 +969,33 @@ def training_batches(
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(n)
     y_all = torch.from_numpy(np.ascontiguousarray(targets))
-    bs = min(runtime.calib_batch_size, 64)
-    pieces = np.array_split(order, math.ceil(n / bs))
-    for idx, x in zip(pieces, _device_batches(images, pieces, runtime, bs), strict=True):
-        yield x, y_all[torch.from_numpy(idx)].to(runtime.device)
+    bs = min(runtime.calib_batch_size, TRAIN_BATCH_SIZE)
+    batches = np.array_split(order, math.ceil(n / bs))
+    if isinstance(images, Shard):
+        lo, hi = images.offset, images.offset + local.shape[0]
+        pieces = [b[(b >= lo) & (b < hi)] - lo for b in batches]
+    else:
+        pieces = batches
+    for b, idx, x in zip(batches, pieces, _device_batches(local, pieces, runtime, bs), strict=True):
+        y = y_all[torch.from_numpy(idx)].to(runtime.device)
+        if sharded:
+            yield x, y, runtime.dist.world * len(idx) / len(b)
+        else:
+            yield x, y
+
+
+def distributed_training(model: nn.Module, runtime: Runtime) -> nn.Module:
+    """The module that fine-tunes ``model`` on :class:`Shard` batches under torchrun.
+
+    ``model``'s BatchNorm layers all-reduce their statistics (:func:`sync_batchnorm`, in
+    place) and it is wrapped in DistributedDataParallel, which starts every rank from rank
+    0's weights and averages gradients over the ranks after every backward pass. Without
+    torchrun, ``model`` itself.
+    """
+    if runtime.dist.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    sync_batchnorm(model, runtime)
+    ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -36,6 +37,32 @@ def test_training_batches_have_no_short_remainder(n: int) -> None:
     assert sorted(torch.cat([y for _, y in batches]).tolist()) == list(range(n))
     if n >= 64:
         assert min(sizes) >= 32  # never the old 1–2-sample last batch
+
+
+@pytest.mark.parametrize("counts", [(67, 63), (130, 0), (1, 129)])
+def test_sharded_training_batches_are_the_one_process_batches(counts: tuple[int, int]) -> None:
+    # Under torchrun each rank gets its rows of every one-process batch, with the weight
+    # that turns averaged per-rank mean losses into the batch's mean loss.
+    n = sum(counts)
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 1, 1).clone()
+    targets = np.arange(n)
+    whole = list(inference.training_batches(images, targets, _runtime(), epoch=1, seed=5))
+    parts = []
+    for rank in range(2):
+        lo = sum(counts[:rank])
+        shard = inference.Shard(images[lo : lo + counts[rank]], counts, rank)
+        runtime = dataclasses.replace(_runtime(), dist=inference.Dist(rank=rank, world=2))
+        local = targets[lo : lo + counts[rank]]
+        parts.append(list(inference.training_batches(shard, local, runtime, epoch=1, seed=5)))
+    assert len(parts[0]) == len(parts[1]) == len(whole) == 3
+    for (x, y), (x0, y0, w0), (x1, y1, w1) in zip(whole, *parts, strict=True):
+        assert sorted(torch.cat([y0, y1]).tolist()) == sorted(y.tolist())
+        # Each rank's rows come in the batch's own order, with their own images.
+        for xr, yr in ((x0, y0), (x1, y1)):
+            assert yr.tolist() == [v for v in y.tolist() if v in set(yr.tolist())]
+            torch.testing.assert_close(xr, x[[y.tolist().index(v) for v in yr.tolist()]])
+        assert w0 == 2 * len(y0) / len(y) and w1 == 2 * len(y1) / len(y)
+        assert w0 + w1 == pytest.approx(2.0)
 
 
 def test_training_batches_refuse_a_single_sample() -> None:

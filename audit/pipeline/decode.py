@@ -202,7 +202,12 @@ def decode(ctx: RunContext, ds: Dataset, sel: Selection, image_size: int) -> Dec
     )
 
 
-def decode_train(ctx: RunContext, decoder: Decoder, sel: Selection) -> ImageCache:
-    """The train rows a training recovery fine-tunes on (every rank decodes them all)."""
-    with ctx.progress.task("Decoding train images", len(sel.train_idx)) as advance:
-        return ctx.scope.adopt(decoder.decode("train", sel.train_idx, advance))
+def decode_train(ctx: RunContext, decoder: Decoder, sel: Selection, *, sharded: bool) -> ImageCache:
+    """The train rows a training recovery fine-tunes on.
+
+    ``sharded`` (BatchNorm can sync, DDP fine-tuning): this rank's contiguous shard only;
+    else (TorchScript) every rank decodes them all.
+    """
+    rows = sel.train_idx[ctx.dist.shard(len(sel.train_idx))] if sharded else sel.train_idx
+    with ctx.progress.task("Decoding train images", len(rows)) as advance:
+        return ctx.scope.adopt(decoder.decode("train", rows, advance))

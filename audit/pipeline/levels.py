@@ -85,7 +85,8 @@ def validate_levels(
             )
     train_cache = None
     if pruning.get_recovery(cfg.recovery).needs_train_split and cfg.audit_sparsities:
-        train_cache = decode_train(ctx, decoded.decoder, sel)
+        sharded = inference.batchnorm_syncable(lm.model)
+        train_cache = decode_train(ctx, decoded.decoder, sel, sharded=sharded)
     context = recovery_context(
         cfg, sel, runtime, decoded.calib_images, train_cache, ds, ctx.progress, lm.model
     )
@@ -109,11 +110,15 @@ def recovery_context(
     model: torch.nn.Module,
 ) -> pruning.RecoveryContext:
     """Everything a recovery may use, built once per audit (batches stay lazy)."""
-    train_batches = loss_fn = None
+    train_batches = loss_fn = train_wrapper = None
     if train_cache is not None:
         y = label_matrix(ds, sel, train_cache.indices)
         target = y.argmax(axis=1) if sel.task == "multiclass" else y.astype(np.float32)
         images = train_cache.images
+        if inference.batchnorm_syncable(model) and runtime.dist.world > 1:
+            # Each rank holds its shard of the train split: DDP on its rows of each batch.
+            images = inference.make_shard(images, runtime.dist)
+            train_wrapper = lambda m: inference.distributed_training(m, runtime)  # noqa: E731
 
         def train_batches(epoch: int, seed: int) -> Any:
             return inference.training_batches(images, target, runtime, epoch=epoch, seed=seed)
@@ -146,6 +151,7 @@ def recovery_context(
             calib_images, runtime, seed=cfg.seed, whole=whole
         ),
         train_batches=train_batches,
+        train_wrapper=train_wrapper,
         loss_fn=loss_fn,
         example_input=example,
         finetune_steps=cfg.finetune_steps,

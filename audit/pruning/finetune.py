@@ -3,8 +3,30 @@
 Owns: the cubic sparsity schedule, the optimiser-step budget (a floor of steps, scaled up
 with the train split), the learning-rate schedule (linear warm-up, then cosine decay),
 re-applying masks after every step, and re-estimating BatchNorm statistics once training is
-over. Everything the loop does lives in :func:`gradual_prune_finetune`, so distributing it
-means changing one function.
+over. Distributing it takes a ``wrap`` (e.g. DistributedDataParallel) and weighted batches.
+
+How a run goes (:func:`gradual_prune_finetune`). The budget is ``N`` optimiser steps
+(:func:`finetune_budget`: ``steps``, or ``epochs`` passes, or by default a floor of 300
+steps and at least two epochs). Masks are recomputed by the pruning method at steps ``0, p,
+2p, ... <= P`` (``P = floor(0.5 * (N - 1))``, ``p = prune_every``, default ``max(1, P //
+10)``: about ten pruning steps in the first half), each time to
+:func:`cubic_sparsity_schedule` with ``T`` the last of those steps, so the last one prunes
+to exactly the target and the second half fine-tunes at it. Masks are re-applied after
+every optimiser step, so pruned weights stay exactly zero. If the batches run out before
+``N`` steps, the model is pruned to the target at the end.
+
+A structural method (``structured``) prunes once, before the first step, and the whole
+budget fine-tunes the smaller model: each structural step replaces the parameters (a new
+module from Torch-Pruning's dependency graph), so the optimiser state and a
+DistributedDataParallel wrapper would have to be rebuilt at every one; that is not done.
+
+The optimiser is SGD with Nesterov momentum 0.9, no weight decay, and the learning rate
+``lr * learning_rate_factor(step, N)``. SGD rather than Adam(W) because Adam's per-weight
+normalisation moves every weight by about ``lr`` per step whatever its gradient, scrambling
+the magnitudes that pruning ranks; no weight decay because it would shrink weights towards
+the threshold between pruning steps. The model trains in train mode; afterwards BatchNorm
+running statistics are re-estimated on the train split (a training run leaves them as a
+momentum average over weights that kept changing).
 
 Must not: choose a device (the caller passes it), build batches, or print.
 """
@@ -15,6 +37,7 @@ import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -177,7 +200,7 @@ def gradual_prune_finetune(
     model: nn.Module,
     sparsity: float,
     *,
-    batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+    batches: Callable[[int], Iterable[tuple[torch.Tensor, ...]]],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     steps: int | None = None,
     epochs: int | None = None,
@@ -189,30 +212,14 @@ def gradual_prune_finetune(
     prune_every: int | None = None,
     recalibrate: Callable[[], Iterable[Any]] | None = None,
     example_input: torch.Tensor | None = None,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[nn.Module, PruneStats]:
     """Prune a copy of ``model`` gradually to ``sparsity`` while fine-tuning it.
 
-    The budget is ``N`` optimiser steps (:func:`finetune_budget`: ``steps``, or ``epochs``
-    passes, or by default a floor of 300 steps and at least two epochs). Masks are
-    recomputed by the method at steps ``0, p, 2p, ... <= P`` (``P = floor(0.5 * (N - 1))``,
-    ``p = prune_every``, default ``max(1, P // 10)``: about ten pruning steps in the first
-    half), each time to :func:`cubic_sparsity_schedule` with ``T`` the last of those steps,
-    so the last one prunes to exactly ``sparsity`` and the second half fine-tunes at it.
-    Masks are re-applied after every optimiser step, so pruned weights stay exactly zero. A
-    structural method (``structured``) prunes once, before the first step, and the whole
-    budget fine-tunes the smaller model. If the iterables yield fewer steps than counted,
-    the model is pruned to ``sparsity`` at the end.
-
-    The optimiser is SGD with Nesterov momentum 0.9, no weight decay, and the learning
-    rate ``lr * learning_rate_factor(step, N)`` (warm-up, then cosine decay). SGD rather
-    than Adam(W) because Adam's per-weight normalisation moves every weight by about ``lr``
-    per step whatever its gradient, scrambling the magnitudes that pruning ranks; no weight
-    decay because it would shrink weights towards the threshold between pruning steps. The
-    model trains in train mode; afterwards, if ``recalibrate`` is given, BatchNorm running
-    statistics are re-estimated on its batches (a training run leaves them as a momentum
-    average over weights that kept changing).
+    The schedule, the optimiser and the final BatchNorm re-estimation are described in the
+    module docstring.
 
     Parameters
     ----------
@@ -221,42 +228,39 @@ def gradual_prune_finetune(
     sparsity : float
         Target sparsity ``s_f`` in ``[0, 1)``.
     batches : callable
-        ``batches(epoch)`` returns an iterable of ``(x, y)`` already on ``device``. A sized
-        iterable (list, ``DataLoader``) is preferred; otherwise epoch 0 is iterated once
-        more to count its steps. Every epoch is assumed to have as many steps as epoch 0.
+        ``batches(epoch)`` returns an iterable of ``(x, y)`` on ``device``; sized is best
+        (else epoch 0 is iterated once more to count its steps, and every epoch is assumed
+        as long). Under data parallelism ``(x, y, w)``: this rank's rows of a global batch
+        and ``w`` = world size × rows here / rows of the batch, which scales the mean loss
+        so that gradients averaged over the ranks are the global batch's.
     loss_fn : callable
-        ``loss_fn(model(x), y)`` returns a scalar tensor.
+        ``loss_fn(model(x), y)`` returns a scalar tensor (a mean over the rows).
     steps, epochs : int, optional
         The budget in optimiser steps, or in passes over ``batches`` (not both).
     lr : float, default=0.01
         Peak SGD learning rate.
     seed : int, default=0
-        Seeds torch's RNGs inside the call (the caller's RNG state is restored), so equal
-        seeds and data give identical models.
-    method : str or PruningMethod, default="global"
-        A registered pruning method (see :mod:`audit.pruning.methods`).
-    exclude : sequence of str, default=()
-        ``fnmatch`` patterns of weights to leave dense.
-    initial_sparsity : float, default=0.0
-        ``s_i``, sparsity of the first pruning step.
-    prune_every : int, optional
-        Optimiser steps between pruning steps.
+        Seeds torch's RNGs inside the call (the caller's RNG state is restored).
+    method, exclude : PruningMethod or its registered name, and ``fnmatch`` patterns
+        How to prune (default ``"global"``), and weights to leave dense.
+    initial_sparsity, prune_every : float and int, optional
+        ``s_i`` (default 0), and optimiser steps between pruning steps.
     recalibrate : callable, optional
-        ``recalibrate()`` returns input batches (or ``(x, y)`` pairs) on ``device`` for the
-        final BatchNorm re-estimation.
+        ``recalibrate()`` returns batches for the final BatchNorm re-estimation.
     example_input : torch.Tensor, optional
         An input batch on ``device``, needed by structural methods.
+    wrap : callable, optional
+        ``wrap(copy)`` returns the module that trains (e.g. the copy in
+        ``DistributedDataParallel``); masks and the returned model use the copy itself.
     device : torch.device or str, default="cpu"
-        Where the copy is trained; the returned model stays there.
+        Where the copy is trained and stays.
     progress : callable, optional
         ``progress(step, total_steps)`` after every optimiser step.
 
     Returns
     -------
-    pruned : torch.nn.Module
-        The fine-tuned pruned copy, in eval mode, on ``device``.
-    stats : PruneStats
-        Requested and achieved sparsity, overall and per layer.
+    tuple of (torch.nn.Module, PruneStats)
+        The fine-tuned pruned copy in eval mode, and its requested and achieved sparsity.
 
     Raises
     ------
@@ -270,68 +274,156 @@ def gradual_prune_finetune(
     pruner = get_method(method)
     prunable_parameters(model, exclude=exclude)
     device = torch.device(device)
-
     with _seeded(seed, device):
-        structural_stats: PruneStats | None = None
-        if pruner.structural:
-            net, structural_stats = pruner.prune(
-                model, sparsity, exclude=exclude, example_input=example_input
-            )
-            net = net.to(device)
-        else:
-            net = copy_module(model).to(device)
+        net, structural_stats = _starting_copy(model, pruner, sparsity, exclude, example_input)
+        net = net.to(device)
         first_epoch, steps_per_epoch = _count_steps(batches)
+        run = _Run(
+            net=net,
+            trained=wrap(net) if wrap is not None else net,
+            pruner=pruner,
+            plan=_Plan.make(steps_per_epoch, steps, epochs, prune_every, pruner.structural),
+            lr=float(lr),
+            loss_fn=loss_fn,
+            exclude=tuple(exclude),
+            sparsity=(initial_sparsity, sparsity),
+        )
+        run.train(first_epoch, batches, progress)
+        if recalibrate is not None and run.step > 0:
+            recalibrate_batchnorm(net, recalibrate(), device=device)
+    if structural_stats is not None:
+        return net, structural_stats
+    assert run.masks is not None
+    return net, sparsity_stats(net, run.masks, requested=sparsity, method=pruner.label)
+
+
+def _starting_copy(
+    model: nn.Module,
+    pruner: PruningMethod,
+    sparsity: float,
+    exclude: Sequence[str],
+    example_input: torch.Tensor | None,
+) -> tuple[nn.Module, PruneStats | None]:
+    """The copy that trains: the dense model's, or a structural method's smaller model."""
+    if pruner.structural:
+        return pruner.prune(model, sparsity, exclude=exclude, example_input=example_input)
+    return copy_module(model), None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """When a run prunes: at steps ``0, every, 2 * every, ... <= last_prune`` of ``total``."""
+
+    total: int
+    last_prune: int
+    every: int
+    gradual: bool
+
+    @classmethod
+    def make(
+        cls,
+        steps_per_epoch: int,
+        steps: int | None,
+        epochs: int | None,
+        prune_every: int | None,
+        structural: bool,
+    ) -> _Plan:
+        """The plan of a run over ``steps_per_epoch``-step epochs (none if they are empty)."""
         total = (
             finetune_budget(steps_per_epoch, steps=steps, epochs=epochs) if steps_per_epoch else 0
         )
         prune_end = int(PRUNE_FRACTION * (total - 1)) if total else 0
         every = prune_every if prune_every is not None else max(1, prune_end // 10)
-        last_prune = (prune_end // every) * every
+        return cls(total, (prune_end // every) * every, every, not structural)
 
-        optimiser = torch.optim.SGD(
-            [p for p in net.parameters() if p.requires_grad],
-            lr=float(lr),
+    def prunes_at(self, step: int) -> bool:
+        """Whether masks are recomputed before optimiser step ``step``."""
+        return self.gradual and step <= self.last_prune and step % self.every == 0
+
+
+@dataclass
+class _Run:
+    """One fine-tuning run: the copy, what trains it, the optimiser and the current masks."""
+
+    net: nn.Module
+    trained: nn.Module
+    pruner: PruningMethod
+    plan: _Plan
+    lr: float
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    exclude: tuple[str, ...]
+    sparsity: tuple[float, float]  # (initial, final)
+    masks: dict[str, torch.Tensor] | None = None
+    pruned_to: float | None = None
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        self.optimiser = torch.optim.SGD(
+            [p for p in self.net.parameters() if p.requires_grad],
+            lr=self.lr,
             momentum=0.9,
             nesterov=True,
         )
-        masks: dict[str, torch.Tensor] | None = None
-        pruned_to: float | None = None
-        step = 0
+
+    def prune(self, target: float) -> None:
+        """Recompute the masks at ``target`` sparsity and zero the pruned weights."""
+        self.masks = self.pruner.masks(self.net, target, exclude=self.exclude)
+        apply_masks(self.net, self.masks)
+        self.pruned_to = target
+
+    def train(
+        self,
+        first_epoch: Iterable[tuple[torch.Tensor, ...]],
+        batches: Callable[[int], Iterable[tuple[torch.Tensor, ...]]],
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        """Train until the budget is spent or an epoch yields nothing; end in eval mode.
+
+        A run whose batches ran out before the last pruning step is pruned to the target.
+        """
+        set_training(self.net, True)
         epoch = 0
-        set_training(net, True)
-        while step < total:
+        while self.step < self.plan.total:
             seen = 0
-            for x, y in first_epoch if epoch == 0 else batches(epoch):
+            for batch in first_epoch if epoch == 0 else batches(epoch):
                 seen += 1
-                if not pruner.structural and step <= last_prune and step % every == 0:
-                    pruned_to = cubic_sparsity_schedule(
-                        step, last_prune, initial=initial_sparsity, final=sparsity
-                    )
-                    masks = pruner.masks(net, pruned_to, exclude=exclude)
-                    apply_masks(net, masks)
-                for group in optimiser.param_groups:
-                    group["lr"] = float(lr) * learning_rate_factor(step, total)
-                optimiser.zero_grad(set_to_none=True)
-                loss = loss_fn(net(x), y)
-                loss.backward()
-                optimiser.step()
-                if masks is not None:
-                    apply_masks(net, masks)
-                step += 1
+                self.train_step(batch)
                 if progress is not None:
-                    progress(step, total)
-                if step >= total:
+                    progress(self.step, self.plan.total)
+                if self.step >= self.plan.total:
                     break
             epoch += 1
             if seen == 0:
                 break
-        if not pruner.structural and (pruned_to != sparsity or masks is None):
-            masks = pruner.masks(net, sparsity, exclude=exclude)
-            apply_masks(net, masks)
-        set_training(net, False)
-        if recalibrate is not None and step > 0:
-            recalibrate_batchnorm(net, recalibrate(), device=device)
-    if structural_stats is not None:
-        return net, structural_stats
-    assert masks is not None
-    return net, sparsity_stats(net, masks, requested=sparsity, method=pruner.label)
+        final = self.sparsity[1]
+        if self.plan.gradual and (self.pruned_to != final or self.masks is None):
+            self.prune(final)
+        set_training(self.net, False)
+
+    def train_step(self, batch: tuple[torch.Tensor, ...]) -> None:
+        """One optimiser step on ``batch``, pruning first when the plan says so."""
+        x, y, *weight = batch
+        if self.plan.prunes_at(self.step):
+            initial, final = self.sparsity
+            self.prune(
+                cubic_sparsity_schedule(
+                    self.step, self.plan.last_prune, initial=initial, final=final
+                )
+            )
+        for group in self.optimiser.param_groups:
+            group["lr"] = self.lr * learning_rate_factor(self.step, self.plan.total)
+        self.optimiser.zero_grad(set_to_none=True)
+        out = self.trained(x)
+        if not weight:
+            loss = self.loss_fn(out, y)
+        elif y.shape[0]:
+            loss = self.loss_fn(out, y) * weight[0]
+        else:
+            # No rows of this batch here: a zero loss, so this rank still joins the
+            # gradient all-reduce of the step (the mean of no rows would be NaN).
+            loss = out.sum() * 0.0
+        loss.backward()
+        self.optimiser.step()
+        if self.masks is not None:
+            apply_masks(self.net, self.masks)
+        self.step += 1

@@ -62,8 +62,13 @@ class RecoveryContext:
     calib_batches : callable
         ``calib_batches()`` yields normalised calibration input batches on the device.
     train_batches : callable, optional
-        ``train_batches(epoch, seed)`` yields ``(x, y)`` training batches on the device;
-        ``None`` when there is no train split.
+        ``train_batches(epoch, seed)`` yields ``(x, y)`` training batches on the device (under
+        torchrun with a sharded train split, ``(x, y, w)``: see
+        :func:`audit.pruning.finetune.gradual_prune_finetune`); ``None`` when there is no
+        train split.
+    train_wrapper : callable, optional
+        ``train_wrapper(copy)`` returns the module that fine-tunes ``copy`` (under torchrun a
+        DistributedDataParallel wrapper); ``None`` trains the copy itself.
     loss_fn : callable, optional
         ``loss_fn(logits, y)`` for fine-tuning.
     example_input : torch.Tensor, optional
@@ -80,7 +85,8 @@ class RecoveryContext:
     exclude: tuple[str, ...] = ()
     prepare: Callable[[nn.Module], nn.Module] = lambda model: model
     calib_batches: Callable[[], Iterable[torch.Tensor]] | None = None
-    train_batches: Callable[[int, int], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None
+    train_batches: Callable[[int, int], Iterable[tuple[torch.Tensor, ...]]] | None = None
+    train_wrapper: Callable[[nn.Module], nn.Module] | None = None
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     example_input: torch.Tensor | None = None
     finetune_steps: int | None = None
@@ -238,7 +244,7 @@ class FinetuneRecovery(Recovery):
             raise ValueError("recovery 'finetune' needs training batches and a loss")
 
         def recalibration_inputs() -> Iterable[torch.Tensor]:
-            return (x for x, _ in train(0, seed))
+            return (batch[0] for batch in train(0, seed))
 
         progress = context.progress or _no_progress
         with progress(f"Fine-tuning to {sparsity:g} (seed {seed})", None) as advance:
@@ -255,6 +261,7 @@ class FinetuneRecovery(Recovery):
                 exclude=context.exclude,
                 recalibrate=recalibration_inputs,
                 example_input=context.example_input,
+                wrap=context.train_wrapper,
                 device=context.device,
                 progress=lambda done, total: advance(1),
             )
