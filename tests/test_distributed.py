@@ -374,7 +374,7 @@ def test_torchrun_on_parquet_matches_one_process(
 def test_torchrun_finetune_trains_on_train_shards(
     odd_inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """DDP fine-tuning: rank 1 decodes only its half of the train split; results equal.
+    """DDP fine-tuning on Parquet: rank 1 decodes only its half of the train split; equal.
 
     Each rank trains on its rows of every global batch (DistributedDataParallel averages
     the gradients of world-scaled shares of the batch's mean loss), BatchNorm statistics
@@ -383,13 +383,17 @@ def test_torchrun_finetune_trains_on_train_shards(
     it on: the pruned probabilities were measured 3e-8 apart after 12 steps, well within
     DIST_ATOL; decisions identical.
     """
-    ckpt, data = odd_inputs
+    from tests.layout_samples import samples_from_npz, write_parquet
+
+    ckpt, npz_dir = odd_inputs
+    data = write_parquet(tmp_path / "parquet", samples_from_npz(next(npz_dir.glob("*.npz"))))
     extra = ("--target-sparsity", "0.5", "--recovery", "finetune", "--finetune-steps", "12")
     args = _check_args(ckpt, data, tmp_path / "one", "0.5", *extra)
     assert _one_process(args, tmp_path, monkeypatch) == 0
     proc = _torchrun(_check_args(ckpt, data, tmp_path / "two", "0.5", *extra), tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _assert_same_outputs(tmp_path / "one", tmp_path / "two")
+    assert _report(tmp_path / "two")["inputs"]["data"]["layout"] == "parquet"
     # 120 train rows: rank 1 decodes its 60 (and its 30 + 30 test + val rows), no more.
     _, rank1 = _decoded(tmp_path / "stats", 2)
     assert [(d["purpose"], d["rows"]) for d in rank1["decodes"]] == [
