@@ -78,9 +78,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-#: How far a torchrun launch's floats may be from one process's (issue 14: probabilities
-#: within 1e-5, decisions identical).
-DIST_ATOL = 1e-5
+#: How far a torchrun launch's floats may be from one process's; decisions must be identical.
+#: Measured at 90% sparsity with BN recalibration: up to 7e-6 with AVX-512 kernels and 1.52e-5
+#: under ATEN_CPU_CAPABILITY=avx2 (the same on the code before issue 14's sharding), so the
+#: 1e-5 issue 14 aimed for holds only on some CPUs; 5e-5 is float32 rounding through a
+#: 90%-pruned network on any of them.
+DIST_ATOL = 5e-5
 
 
 def _report(out: Path) -> dict[str, Any]:
@@ -97,7 +100,7 @@ def _assert_same_outputs(ref: Path, other: Path) -> None:
         # Shards are other batches (and torchrun sets one thread per rank): the float sums
         # run in another order, and BN recalibration all-reduces float64 batch statistics
         # where one process uses its float32 kernel; at 90% sparsity this moves some
-        # probabilities by up to ~7e-6. So floats agree within DIST_ATOL, the rest exactly.
+        # probabilities by up to ~1.5e-5. So floats agree within DIST_ATOL, the rest exactly.
         for key in a.files:
             assert_same_arrays(b[key], a[key], where=key, atol=DIST_ATOL)
         # Decisions exactly, under both threshold modes.
