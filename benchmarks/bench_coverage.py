@@ -123,11 +123,7 @@ def simulate(
         for m, (lo, hi) in intervals.items():
             out.setdefault(f"{m}:lo", []).append(np.asarray(lo))
             out.setdefault(f"{m}:hi", []).append(np.asarray(hi))
-    point = np.concatenate(points)
-    lo = {m: np.concatenate(out[f"{m}:lo"]) for m in METHODS}
-    hi = {m: np.concatenate(out[f"{m}:hi"]) for m in METHODS}
-    excluded = {m: (point < lo[m] - 1e-12) | (point > hi[m] + 1e-12) for m in METHODS}
-    return Result(true_delta(regime, case), point, lo, hi, excluded)
+    return _result(true_delta(regime, case), points, out, METHODS)
 
 
 def _sign_aware(x: np.ndarray, bx: np.ndarray, bd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -197,11 +193,21 @@ def simulate_cells(n: int, regime: str, case: str, *, reps: int, boot: int, seed
         for m, (lo, hi) in intervals.items():
             out.setdefault(f"{m}:lo", []).append(np.asarray(lo))
             out.setdefault(f"{m}:hi", []).append(np.asarray(hi))
+    return _result(true_cell_delta(regime, case), points, out, CELL_METHODS)
+
+
+def _result(
+    truth: float,
+    points: list[np.ndarray],
+    out: dict[str, list[np.ndarray]],
+    methods: tuple[str, ...],
+) -> Result:
+    """Join the batches' points and each method's interval ends into one :class:`Result`."""
     point = np.concatenate(points)
-    lo = {m: np.concatenate(out[f"{m}:lo"]) for m in CELL_METHODS}
-    hi = {m: np.concatenate(out[f"{m}:hi"]) for m in CELL_METHODS}
-    excluded = {m: (point < lo[m] - 1e-12) | (point > hi[m] + 1e-12) for m in CELL_METHODS}
-    return Result(true_cell_delta(regime, case), point, lo, hi, excluded)
+    lo = {m: np.concatenate(out[f"{m}:lo"]) for m in methods}
+    hi = {m: np.concatenate(out[f"{m}:hi"]) for m in methods}
+    excluded = {m: (point < lo[m] - 1e-12) | (point > hi[m] + 1e-12) for m in methods}
+    return Result(truth, point, lo, hi, excluded)
 
 
 def summarise(res: Result) -> dict[str, dict[str, float]]:
